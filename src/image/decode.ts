@@ -1,0 +1,78 @@
+/**
+ * Decode: encoded bytes → `RgbPixels` (Pillow's `convert("RGB")`, described without copying where
+ * possible). JPEG rows are pulled from libjpeg-turbo in chunks and converted as they arrive, so the
+ * only full-size buffer is the RGB (or L) image itself; the [big-jpeg] work streams them straight
+ * into the resampler.
+ */
+import { ApiError } from "../errors";
+import type { Codecs } from "./codecs/index";
+import { decodeGif } from "./codecs/gif";
+import { JpegDecodeError } from "./codecs/libjpeg-turbo/index";
+import type { MemoryMeter } from "./memory";
+import type { RgbPixels } from "./pixels";
+import type { ImageInfo, ImageLimits } from "./probe";
+import { invertedCmykToRgb } from "./to-rgb";
+
+const JPEG_ROWS_PER_READ = 16;
+
+export async function decodeImage(bytes: Uint8Array, info: ImageInfo, codecs: Codecs, limits: ImageLimits, meter: MemoryMeter): Promise<RgbPixels> {
+  let pixels: RgbPixels;
+  switch (info.format) {
+    case "jpeg":
+      pixels = await decodeJpeg(bytes, info, codecs, meter);
+      break;
+    case "png":
+      pixels = codecs.png.decode(bytes, info);
+      break;
+    case "webp":
+      pixels = await codecs.webp.decode(bytes, info);
+      break;
+    case "gif":
+      pixels = decodeGif(bytes, info, limits.maxPixels);
+      break;
+  }
+  if (info.format !== "jpeg") meter.alloc(pixels.data.byteLength);
+  meter.wasm(codecs.heapBytes());
+  return pixels;
+}
+
+async function decodeJpeg(bytes: Uint8Array, info: ImageInfo, codecs: Codecs, meter: MemoryMeter): Promise<RgbPixels> {
+  const decoder = await codecs.jpeg();
+  try {
+    const header = decoder.open(bytes);
+    if (header.width !== info.width || header.height !== info.height) {
+      throw new ApiError("image_decode_failed", "The JPEG's frame header is inconsistent.", { param: "image" });
+    }
+    const out = decoder.start(1);
+    const cmyk = out.channels === 4;
+    const stride = cmyk ? 3 : out.channels;
+    const rowBytes = out.width * stride;
+    const data = new Uint8Array(rowBytes * out.height);
+    meter.alloc(data.byteLength);
+    for (let y = 0; y < out.height; ) {
+      const rows = decoder.readRows(JPEG_ROWS_PER_READ);
+      const n = rows.byteLength / (out.width * out.channels);
+      if (n === 0) throw new ApiError("image_decode_failed", "The JPEG ended early.", { param: "image" });
+      if (cmyk) invertedCmykToRgb(rows, data, y * rowBytes, n * out.width);
+      else data.set(rows, y * rowBytes);
+      y += n;
+      meter.wasm(codecs.heapBytes());
+    }
+    decoder.finish();
+    return { width: out.width, height: out.height, data, stride, gray: out.channels === 1 };
+  } catch (err) {
+    decoder.abort();
+    if (err instanceof ApiError) throw err;
+    if (err instanceof JpegDecodeError) throw jpegError(err);
+    throw err;
+  } finally {
+    meter.wasm(codecs.heapBytes());
+  }
+}
+
+function jpegError(err: JpegDecodeError): ApiError {
+  if (/memory|insufficient|too large|exceed/i.test(err.message)) {
+    return new ApiError("image_too_large", `The JPEG needs more memory to decode than allowed: ${err.message}.`, { param: "image", cause: err });
+  }
+  return new ApiError("image_decode_failed", `The JPEG could not be decoded: ${err.message}.`, { param: "image", cause: err });
+}

@@ -1,0 +1,94 @@
+/**
+ * The preprocessing pipeline, shared by the Worker routes and the CLI:
+ * sniff → probe → decode (to RGB) → orient → resize (Pillow-exact bicubic, 448²) → normalize.
+ */
+import type { Codecs } from "./codecs/index";
+import { decodeImage } from "./decode";
+import type { Orientation } from "./exif";
+import { MemoryMeter } from "./memory";
+import { normalizeToFloat16, float16Bytes } from "./normalize";
+import { effectiveOrientation, type OrientationMode, orientedView } from "./orient";
+import { DEFAULT_IMAGE_LIMITS, type ImageLimits, probeImage } from "./probe";
+import { grayToRgb, resizeBicubic, TENSOR_SIZE } from "./resize";
+import { type ImageFormat, sniffImageFormat } from "./sniff";
+
+/** Bumped whenever the bytes a given input produces could change (cache keys include it). */
+export const PREPROCESS_VERSION = "qvl-pre-1";
+
+export type TensorFormat = "f16" | "u8";
+
+export interface PreprocessOptions {
+  format: TensorFormat;
+  orientation: OrientationMode;
+  limits: ImageLimits;
+}
+
+export const DEFAULT_PREPROCESS_OPTIONS: PreprocessOptions = { format: "f16", orientation: "apply", limits: DEFAULT_IMAGE_LIMITS };
+
+export interface PreprocessResult {
+  format: TensorFormat;
+  /** f16: [3, 448, 448] CHW; u8: [448, 448, 3] HWC. */
+  shape: [number, number, number];
+  dtype: "float16" | "uint8";
+  /** Little-endian tensor bytes. */
+  tensor: Uint8Array;
+  sha256: string;
+  sourceFormat: ImageFormat;
+  /** Size of the image as the model's input was made from it (after orientation, when applied). */
+  width: number;
+  height: number;
+  /** EXIF orientation found in the file (1 when none) and whether it was applied. */
+  exifOrientation: Orientation;
+  orientationApplied: boolean;
+  timingMs: { decode: number; resize: number; normalize: number; total: number };
+  peakBytes: number;
+}
+
+const now = () => performance.now();
+
+export async function preprocessImage(bytes: Uint8Array, codecs: Codecs, options: Partial<PreprocessOptions> = {}): Promise<PreprocessResult> {
+  const opts = { ...DEFAULT_PREPROCESS_OPTIONS, ...options };
+  const meter = new MemoryMeter();
+  const t0 = now();
+  const sourceFormat = sniffImageFormat(bytes);
+  const info = probeImage(bytes, sourceFormat, opts.limits);
+  const pixels = await decodeImage(bytes, info, codecs, opts.limits, meter);
+  const t1 = now();
+
+  const orientation = effectiveOrientation(info.orientation, opts.orientation);
+  const view = orientedView(pixels.width, pixels.height, orientation);
+  let rgb = resizeBicubic(pixels, view, TENSOR_SIZE, TENSOR_SIZE, meter);
+  if (pixels.gray) rgb = grayToRgb(rgb);
+  meter.alloc(rgb.byteLength);
+  meter.free(pixels.data.byteLength);
+  const t2 = now();
+
+  let tensor: Uint8Array;
+  if (opts.format === "f16") {
+    tensor = float16Bytes(normalizeToFloat16(rgb, TENSOR_SIZE, TENSOR_SIZE));
+    meter.alloc(tensor.byteLength);
+  } else {
+    tensor = rgb;
+  }
+  const t3 = now();
+  const sha256 = await sha256Hex(tensor);
+  return {
+    format: opts.format,
+    shape: opts.format === "f16" ? [3, TENSOR_SIZE, TENSOR_SIZE] : [TENSOR_SIZE, TENSOR_SIZE, 3],
+    dtype: opts.format === "f16" ? "float16" : "uint8",
+    tensor,
+    sha256,
+    sourceFormat,
+    width: view.width,
+    height: view.height,
+    exifOrientation: info.orientation,
+    orientationApplied: orientation !== 1,
+    timingMs: { decode: t1 - t0, resize: t2 - t1, normalize: t3 - t2, total: now() - t0 },
+    peakBytes: meter.peak,
+  };
+}
+
+export async function sha256Hex(data: Uint8Array): Promise<string> {
+  const digest = await crypto.subtle.digest("SHA-256", data);
+  return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, "0")).join("");
+}

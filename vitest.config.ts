@@ -1,0 +1,41 @@
+import { cloudflareTest } from "@cloudflare/vitest-pool-workers";
+import { defineConfig } from "vitest/config";
+
+// Two projects: tests inside workerd (the edge, its bindings, the image pipeline as deployed) and
+// plain Node tests (CLI, loopback servers, later the GPU node). `test/support/loopback-server.ts`
+// runs in Node before the workerd tests and hands them its loopback port.
+export default defineConfig({
+  test: {
+    projects: [
+      {
+        plugins: [
+          cloudflareTest(({ inject }) => ({
+            main: "./src/index.ts",
+            wrangler: { configPath: "./wrangler.toml" },
+            miniflare: {
+              bindings: {
+                TENSORS_TOKEN: "test-tensors-token",
+                ALLOW_HTTP_LOOPBACK: "true",
+                LOOPBACK_ORIGIN: inject("loopbackOrigin"),
+              },
+            },
+          })),
+        ],
+        test: {
+          name: "workers",
+          include: ["src/**/*.test.ts", "test/workers/**/*.test.ts"],
+          globalSetup: ["./test/support/loopback-server.ts"],
+          testTimeout: 60_000,
+        },
+      },
+      {
+        test: {
+          name: "node",
+          environment: "node",
+          include: ["test/node/**/*.test.ts", "gpu-node/**/*.test.ts", "scripts/**/*.test.ts"],
+          testTimeout: 60_000,
+        },
+      },
+    ],
+  },
+});
