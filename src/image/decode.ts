@@ -32,7 +32,7 @@ export async function decodeImage(bytes: Uint8Array, info: ImageInfo, codecs: Co
       break;
   }
   if (info.format !== "jpeg") meter.alloc(pixels.data.byteLength);
-  meter.wasm(codecs.heapBytes());
+  meter.wasm(codecs.heapBytes(info.format));
   return pixels;
 }
 
@@ -56,7 +56,7 @@ async function decodeJpeg(bytes: Uint8Array, info: ImageInfo, codecs: Codecs, me
       if (cmyk) invertedCmykToRgb(rows, data, y * rowBytes, n * out.width);
       else data.set(rows, y * rowBytes);
       y += n;
-      meter.wasm(codecs.heapBytes());
+      meter.wasm(codecs.heapBytes("jpeg"));
     }
     decoder.finish();
     return { width: out.width, height: out.height, data, stride, gray: out.channels === 1 };
@@ -66,7 +66,7 @@ async function decodeJpeg(bytes: Uint8Array, info: ImageInfo, codecs: Codecs, me
     if (err instanceof JpegDecodeError) throw jpegError(err);
     throw err;
   } finally {
-    meter.wasm(codecs.heapBytes());
+    meter.wasm(codecs.heapBytes("jpeg"));
   }
 }
 

@@ -4,6 +4,7 @@
  * from disk (`scripts/lib/node-codecs.ts`). One `Codecs` per isolate; instances are reused.
  */
 import { createJpegDecoder, type JpegDecoder } from "./libjpeg-turbo/index";
+import type { ImageFormat } from "../sniff";
 import { PngCodec } from "./png";
 import { WebpCodec } from "./webp";
 
@@ -17,8 +18,8 @@ export interface Codecs {
   jpeg(): Promise<JpegDecoder>;
   png: PngCodec;
   webp: WebpCodec;
-  /** Sum of the decoders' wasm memories now. */
-  heapBytes(): number;
+  /** Size of a decoder's wasm memory now (0 for the GIF decoder, which is plain JS). */
+  heapBytes(format: ImageFormat): number;
 }
 
 /** Workers have no ImageData; the jsquash codecs construct one. */
@@ -46,6 +47,7 @@ export function createCodecs(modules: CodecModules, options: { jpegMaxMemoryByte
     },
     png,
     webp,
-    heapBytes: () => (jpegDecoder?.heapBytes() ?? 0) + png.heapBytes() + webp.heapBytes(),
+    heapBytes: (format) =>
+      format === "jpeg" ? (jpegDecoder?.heapBytes() ?? 0) : format === "png" ? png.heapBytes() : format === "webp" ? webp.heapBytes() : 0,
   };
 }

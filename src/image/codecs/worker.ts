@@ -1,0 +1,15 @@
+/**
+ * The decoders inside the Worker: the `.wasm` files arrive as compiled `WebAssembly.Module`s.
+ * One set per isolate, created on first use.
+ */
+import webp from "@jsquash/webp/codec/dec/webp_dec.wasm";
+import png from "@jsquash/png/codec/pkg/squoosh_png_bg.wasm";
+import jpeg from "./libjpeg-turbo/libjpeg-turbo.wasm";
+import { type Codecs, createCodecs } from "./index";
+
+let codecs: Codecs | undefined;
+
+export function getCodecs(): Codecs {
+  codecs ??= createCodecs({ jpeg, png, webp });
+  return codecs;
+}

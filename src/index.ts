@@ -1,0 +1,27 @@
+/**
+ * The edge Worker: middleware order, routes, and the exported handlers.
+ */
+import { Hono } from "hono";
+import { requestId } from "hono/request-id";
+import { loadConfig } from "./config";
+import type { AppEnv, Env } from "./env";
+import { notFound, onError } from "./middleware/error-handler";
+import { tensors } from "./routes/tensors";
+
+export const app = new Hono<AppEnv>();
+
+app.use(requestId({ limitLength: 128 }));
+app.use(async function configMiddleware(c, next) {
+  c.set("config", loadConfig(c.env as unknown as Record<string, unknown>));
+  await next();
+});
+
+app.get("/healthz", (c) => c.json({ status: "ok" }));
+app.route("/v1/tensors", tensors);
+
+app.onError(onError);
+app.notFound(notFound);
+
+export default {
+  fetch: app.fetch,
+} satisfies ExportedHandler<Env>;
