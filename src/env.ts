@@ -5,12 +5,19 @@
 import type { RequestIdVariables } from "hono/request-id";
 import type { Config } from "./config";
 
-export interface Env extends Cloudflare.Env {
-  /** Bearer token for POST /v1/tensors until API keys land (secret; unset = the route refuses everyone). */
-  TENSORS_TOKEN?: string;
-  /** Test-only: origin of the loopback server the integration tests start. */
-  LOOPBACK_ORIGIN?: string;
+declare global {
+  namespace Cloudflare {
+    /** Secrets and test bindings, which wrangler.toml does not declare. */
+    interface Env {
+      /** Bearer token for POST /v1/tensors until API keys land (unset: the route refuses everyone). */
+      TENSORS_TOKEN?: string;
+      /** Test-only: origin of the loopback server the integration tests start. */
+      LOOPBACK_ORIGIN?: string;
+    }
+  }
 }
+
+export type Env = Cloudflare.Env;
 
 export interface AppVariables extends RequestIdVariables {
   config: Config;

@@ -196,16 +196,22 @@ function declaredLength(response: Response): number {
 }
 
 /** Reads a stream to the end, refusing (and cancelling the stream) as soon as it passes `maxBytes`. */
-async function readCapped(body: ReadableStream<Uint8Array>, maxBytes: number, signal: AbortSignal): Promise<Uint8Array> {
+/** Reads a stream into memory, refusing as soon as it exceeds `maxBytes` (the stream is cancelled). */
+export async function readCapped(
+  body: ReadableStream<Uint8Array>,
+  maxBytes: number,
+  signal?: AbortSignal,
+  onTooLarge: (maxBytes: number) => ApiError = tooLarge,
+): Promise<Uint8Array> {
   const reader = body.getReader();
   const chunks: Uint8Array[] = [];
   let total = 0;
   try {
     for (;;) {
-      const { done, value } = await untilAborted(reader.read(), signal);
+      const { done, value } = await (signal ? untilAborted(reader.read(), signal) : reader.read());
       if (done) break;
       total += value.byteLength;
-      if (total > maxBytes) throw tooLarge(maxBytes);
+      if (total > maxBytes) throw onTooLarge(maxBytes);
       chunks.push(value);
     }
   } catch (err) {

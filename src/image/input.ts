@@ -4,7 +4,7 @@
  */
 import { z } from "zod";
 import { ApiError } from "../errors";
-import { type FetchImageOptions, fetchImage } from "./fetch";
+import { type FetchImageOptions, fetchImage, readCapped } from "./fetch";
 
 export interface ImageInput {
   bytes: Uint8Array;
@@ -44,29 +44,8 @@ export async function readImageInput(request: Request, fetchOptions: FetchImageO
 
 /** Reads a request body, refusing (413) as soon as it exceeds `maxBytes`; Content-Length is only a hint. */
 export async function readBodyCapped(request: Request, maxBytes: number): Promise<Uint8Array> {
-  const declared = Number(request.headers.get("content-length") ?? Number.NaN);
   const tooLarge = () => new ApiError("image_too_large", `The request body exceeds ${maxBytes} bytes.`, { param: "image" });
-  if (declared > maxBytes) throw tooLarge();
+  if (Number(request.headers.get("content-length") ?? Number.NaN) > maxBytes) throw tooLarge();
   if (!request.body) return new Uint8Array(0);
-  const reader = request.body.getReader();
-  const chunks: Uint8Array[] = [];
-  let total = 0;
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    total += value.byteLength;
-    if (total > maxBytes) {
-      await reader.cancel().catch(() => {});
-      throw tooLarge();
-    }
-    chunks.push(value);
-  }
-  if (chunks.length === 1) return chunks[0];
-  const out = new Uint8Array(total);
-  let offset = 0;
-  for (const c of chunks) {
-    out.set(c, offset);
-    offset += c.byteLength;
-  }
-  return out;
+  return readCapped(request.body, maxBytes, undefined, tooLarge);
 }

@@ -89,6 +89,7 @@ export async function preprocessImage(bytes: Uint8Array, codecs: Codecs, options
 }
 
 export async function sha256Hex(data: Uint8Array): Promise<string> {
-  const digest = await crypto.subtle.digest("SHA-256", data);
+  // Never a SharedArrayBuffer here; the cast only narrows the buffer type for lib.dom.
+  const digest = await crypto.subtle.digest("SHA-256", data as Uint8Array<ArrayBuffer>);
   return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, "0")).join("");
 }

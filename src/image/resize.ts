@@ -113,14 +113,15 @@ function horizontalPass(
       const kOff = xx * ksize;
       let p = (rowBase + xmin * view.dx) * stride;
       if (channels === 3) {
+        // int32 arithmetic (|0, Math.imul) keeps V8 on integer instructions; sums never overflow.
         let s0 = HALF;
         let s1 = HALF;
         let s2 = HALF;
         for (let x = 0; x < xmax; x++) {
           const w = weights[kOff + x];
-          s0 += data[p] * w;
-          s1 += data[p + 1] * w;
-          s2 += data[p + 2] * w;
+          s0 = (s0 + Math.imul(data[p], w)) | 0;
+          s1 = (s1 + Math.imul(data[p + 1], w)) | 0;
+          s2 = (s2 + Math.imul(data[p + 2], w)) | 0;
           p += step;
         }
         out[o] = clip8(s0);
@@ -130,7 +131,7 @@ function horizontalPass(
       } else {
         let s0 = HALF;
         for (let x = 0; x < xmax; x++) {
-          s0 += data[p] * weights[kOff + x];
+          s0 = (s0 + Math.imul(data[p], weights[kOff + x])) | 0;
           p += step;
         }
         out[o++] = clip8(s0);
@@ -167,7 +168,7 @@ function verticalPass(temp: Uint8Array, width: number, c: Coefficients, outH: nu
       let s = HALF;
       let p = ymin * rowBytes + i;
       for (let y = 0; y < ymax; y++) {
-        s += temp[p] * weights[kOff + y];
+        s = (s + Math.imul(temp[p], weights[kOff + y])) | 0;
         p += rowBytes;
       }
       out[o++] = clip8(s);

@@ -7,6 +7,7 @@
  *
  * Routes:
  *   /fixtures/<name>    a file from test/fixtures/images (404 when missing)
+ *   /bad/<name>         a file from test/fixtures/bad
  *   /bytes/<n>          n bytes, chunked, no Content-Length
  *   /lying-length       announces Content-Length: 10, then sends 2 MB (chunked framing wins, RFC 9112 §6.3)
  *   /slow-headers       waits 3 s before the headers
@@ -27,7 +28,10 @@ declare module "vitest" {
   }
 }
 
-const FIXTURES = new URL("../fixtures/images/", import.meta.url);
+const FIXTURE_DIRS: Record<string, URL> = {
+  fixtures: new URL("../fixtures/images/", import.meta.url),
+  bad: new URL("../fixtures/bad/", import.meta.url),
+};
 const MAX_BYTES_ROUTE = 64 * 1024 * 1024;
 const MAX_REDIRECT_CHAIN = 50;
 const CHUNK = 64 * 1024;
@@ -44,7 +48,7 @@ const CONTENT_TYPES: Record<string, string> = {
 type Handler = (req: IncomingMessage, res: ServerResponse, match: RegExpMatchArray, url: URL) => void | Promise<void>;
 
 const ROUTES: Array<[RegExp, Handler]> = [
-  [/^\/fixtures\/([A-Za-z0-9._-]+)$/, serveFixture],
+  [/^\/(fixtures|bad)\/([A-Za-z0-9._-]+)$/, serveFixture],
   [/^\/bytes\/(\d+)$/, serveBytes],
   [/^\/lying-length$/, serveLyingLength],
   [/^\/slow-headers$/, serveSlowHeaders],
@@ -98,14 +102,15 @@ function text(res: ServerResponse, status: number, body: string): void {
 }
 
 async function serveFixture(_req: IncomingMessage, res: ServerResponse, match: RegExpMatchArray): Promise<void> {
-  const name = match[1];
+  const dir = FIXTURE_DIRS[match[1]];
+  const name = match[2];
   if (name.startsWith(".")) {
     text(res, 404, "not found");
     return;
   }
   let body: Buffer;
   try {
-    body = await readFile(new URL(name, FIXTURES));
+    body = await readFile(new URL(name, dir));
   } catch {
     text(res, 404, "not found");
     return;

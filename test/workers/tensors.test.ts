@@ -104,7 +104,7 @@ describe("bad inputs get their specific error", () => {
 
 describe("the route's own contract", () => {
   it("refuses a missing or wrong bearer token with 401 and WWW-Authenticate", async () => {
-    for (const headers of [{}, { authorization: "Bearer wrong" }, { authorization: "Basic abc" }]) {
+    for (const headers of [{}, { authorization: "Bearer wrong" }, { authorization: "Basic abc" }] as Record<string, string>[]) {
       const res = await worker.fetch("http://edge.test/v1/tensors", { method: "POST", headers, body: "x" });
       expect(res.status).toBe(401);
       expect(res.headers.get("www-authenticate")).toMatch(/^Bearer/);

@@ -41,7 +41,7 @@ export class WebpCodec {
     const codec = await this.#load();
     let image: ReturnType<WebpModule["decode"]>;
     try {
-      image = codec.decode(bytes);
+      image = codec.decode(bytes as Uint8Array<ArrayBuffer>);
     } catch (err) {
       this.#instance = undefined; // aborted: a fresh instance next time
       throw new ApiError("image_decode_failed", "The WebP could not be decoded.", { param: "image", cause: err });

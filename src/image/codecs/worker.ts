@@ -3,6 +3,7 @@
  * One set per isolate, created on first use.
  */
 import webp from "@jsquash/webp/codec/dec/webp_dec.wasm";
+// @ts-expect-error the package's own .wasm.d.ts describes the instance's exports, not the compiled module
 import png from "@jsquash/png/codec/pkg/squoosh_png_bg.wasm";
 import jpeg from "./libjpeg-turbo/libjpeg-turbo.wasm";
 import { type Codecs, createCodecs } from "./index";
