@@ -41,7 +41,7 @@ const SCALES: JpegScaleDenom[] = [1, 2, 4, 8];
 const MiB = 1024 * 1024;
 
 /** Pillow's reference: for each file, per scale, size + sha256 of `tobytes()` (raw mode) and of `convert("RGB")`, or the error. */
-const PILLOW_REFERENCE = String.raw`
+const PILLOW_REFERENCE = `
 import hashlib, json, sys
 from PIL import Image
 out = {}
@@ -128,7 +128,13 @@ function ours(decoder: JpegDecoder, bytes: Uint8Array, s: JpegScaleDenom) {
  * Compare with Pillow at every scale. `noSimd` is Pillow's output with libjpeg-turbo's SIMD disabled
  * (JSIMD_FORCENONE=1): accepted as well, for corrupt files only, see the note printed for them.
  */
-function compare(label: string, decoder: JpegDecoder, bytes: Uint8Array, refs: Record<string, Ref>, noSimd?: Record<string, Ref>): string[] {
+function compare(
+  label: string,
+  decoder: JpegDecoder,
+  bytes: Uint8Array,
+  refs: Record<string, Ref>,
+  noSimd?: Record<string, Ref>,
+): string[] {
   const notes: string[] = [];
   for (const s of SCALES) {
     const ref = refs[String(s)];
@@ -174,20 +180,32 @@ async function main(): Promise<void> {
   const wasmBytes = readFileSync(join(CODEC_DIR, "libjpeg-turbo.wasm"));
   const recorded = readFileSync(join(CODEC_DIR, "libjpeg-turbo.wasm.sha256"), "utf8").split(/\s+/)[0];
   const wasmSha = sha(wasmBytes);
-  console.log(`libjpeg-turbo.wasm: ${wasmBytes.byteLength} bytes, sha256 ${wasmSha} (${wasmSha === recorded ? "matches" : "DIFFERS FROM"} the .sha256 file)`);
+  console.log(
+    `libjpeg-turbo.wasm: ${wasmBytes.byteLength} bytes, sha256 ${wasmSha} (${wasmSha === recorded ? "matches" : "DIFFERS FROM"} the .sha256 file)`,
+  );
   if (wasmSha !== recorded) fail("wasm sha256 differs from libjpeg-turbo.wasm.sha256");
   const module = await WebAssembly.compile(wasmBytes);
   const decoder = await createJpegDecoder(module, { maxMemoryBytes: 256 * MiB });
 
-  const fixtures = readdirSync(FIXTURES).filter((f) => f.toLowerCase().endsWith(".jpg")).sort().map((f) => join(FIXTURES, f));
+  const fixtures = readdirSync(FIXTURES)
+    .filter((f) => f.toLowerCase().endsWith(".jpg"))
+    .sort()
+    .map((f) => join(FIXTURES, f));
   const tmp = mkdtempSync(join(tmpdir(), "qvl-jpeg-check-"));
   try {
     python(MAKE_VARIANTS, [FIXTURES, tmp]);
-    const variants = readdirSync(tmp).sort().map((f) => join(tmp, f));
-    const badFiles = readdirSync(BAD).filter((f) => f.toLowerCase().endsWith(".jpg")).sort().map((f) => join(BAD, f));
+    const variants = readdirSync(tmp)
+      .sort()
+      .map((f) => join(tmp, f));
+    const badFiles = readdirSync(BAD)
+      .filter((f) => f.toLowerCase().endsWith(".jpg"))
+      .sort()
+      .map((f) => join(BAD, f));
     const t0 = performance.now();
     const refs = JSON.parse(python(PILLOW_REFERENCE, [...fixtures, ...variants, ...badFiles])) as Record<string, Record<string, Ref>>;
-    console.log(`Pillow reference for ${fixtures.length + variants.length + badFiles.length} files in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+    console.log(
+      `Pillow reference for ${fixtures.length + variants.length + badFiles.length} files in ${((performance.now() - t0) / 1000).toFixed(1)} s`,
+    );
 
     console.log(`\nFixtures (${FIXTURES}): full decode + draft 1/2, 1/4, 1/8 vs Pillow`);
     for (const p of fixtures) {
@@ -197,7 +215,13 @@ async function main(): Promise<void> {
     }
 
     console.log("\nVariants (same outcome as Pillow)");
-    const noSimd = JSON.parse(python(PILLOW_REFERENCE, variants.filter((p) => p.includes(".corrupt.")), { JSIMD_FORCENONE: "1" })) as Record<string, Record<string, Ref>>;
+    const noSimd = JSON.parse(
+      python(
+        PILLOW_REFERENCE,
+        variants.filter((p) => p.includes(".corrupt.")),
+        { JSIMD_FORCENONE: "1" },
+      ),
+    ) as Record<string, Record<string, Ref>>;
     for (const p of variants) {
       const before = failures;
       const notes = compare(basename(p), decoder, readFileSync(p), refs[p], noSimd[p]);
@@ -252,7 +276,10 @@ async function main(): Promise<void> {
     if (thrown !== 1000) fail(`only ${thrown} of 1,000 bad decodes threw`);
     const after = ours(decoder, goodBytes, 1);
     if (after.rgb !== refs[good]["1"].rgb) fail("the good decode after 1,000 failures differs from Pillow");
-    else console.log(`  ok   ${thrown} JpegDecodeErrors, then ${basename(good)} identical to Pillow; heap ${mib(heapBefore)} -> ${mib(decoder.heapBytes())}`);
+    else
+      console.log(
+        `  ok   ${thrown} JpegDecodeErrors, then ${basename(good)} identical to Pillow; heap ${mib(heapBefore)} -> ${mib(decoder.heapBytes())}`,
+      );
 
     console.log("\nMemory cap");
     const sunset = fixtures.find((p) => basename(p) === "sunset_12mp_prog.jpg");
@@ -265,7 +292,9 @@ async function main(): Promise<void> {
         fail("a 32 MiB cap did not refuse the 12 MP progressive file");
       } catch (e) {
         if (e instanceof JpegDecodeError && e.code === JpegErrorCode.memoryCap) {
-          console.log(`  ok   32 MiB cap refuses sunset_12mp_prog.jpg (${mib(header.coefficientBytes)} coefficients): "${e.message}"; heap ${mib(small.heapBytes())}`);
+          console.log(
+            `  ok   32 MiB cap refuses sunset_12mp_prog.jpg (${mib(header.coefficientBytes)} coefficients): "${e.message}"; heap ${mib(small.heapBytes())}`,
+          );
         } else fail(`unexpected ${String(e)}`);
       }
       // Exactly the coefficient buffer: passes the wrapper's check, then libjpeg's own accounting (which adds
@@ -315,7 +344,9 @@ async function main(): Promise<void> {
           const full = await createJpegDecoder(module, { maxMemoryBytes: 256 * MiB });
           const t = performance.now();
           decodeJpeg(full, bytes);
-          cols.push(`(decodeJpeg full buffer: ${(performance.now() - t).toFixed(0)} ms, heap ${mib(full.heapBytes())}; initial heap ${mib(initial)})`);
+          cols.push(
+            `(decodeJpeg full buffer: ${(performance.now() - t).toFixed(0)} ms, heap ${mib(full.heapBytes())}; initial heap ${mib(initial)})`,
+          );
           full.dispose();
         }
         fresh.dispose();

@@ -385,7 +385,7 @@ export function decodeJpeg(decoder: JpegDecoder, bytes: Uint8Array, scaleDenom: 
     let row = 0;
     while (row < out.height) {
       const rows = decoder.readRows(chunk);
-      if (rows.length === 0) break;
+      if (rows.length === 0) throw new JpegDecodeError(`libjpeg stopped after ${row} of ${out.height} rows`, JpegErrorCode.state);
       data.set(rows, row * stride);
       row += rows.length / stride;
     }
@@ -441,5 +441,5 @@ function mulDiv255(a: number, b: number): number {
 }
 
 function clip8(v: number): number {
-  return v <= 0 ? 0 : v >= 255 ? 255 : v;
+  return v <= 0 ? 0 : Math.min(v, 255);
 }
