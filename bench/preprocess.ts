@@ -178,7 +178,14 @@ async function main(): Promise<void> {
       const ours = await benchOurs(mf, origin, item, bytes);
       const pillow = benchPillow(file);
       const sharpRow = await benchSharp(file, bytes);
-      const row: Row = { file: item.file, megapixels: (item.width * item.height) / 1e6, bytes: bytes.length, ours, pillow, sharp: sharpRow };
+      const row: Row = {
+        file: item.file,
+        megapixels: (item.width * item.height) / 1e6,
+        bytes: bytes.length,
+        ours,
+        pillow,
+        sharp: sharpRow,
+      };
       rows.push(row);
       console.error(
         `${item.file.padEnd(28)} ours ${ms(ours.median_ms).padStart(5)} ms  pillow ${pillow ? ms(pillow.median_ms).padStart(5) : "  n/a"} ms  sharp ${ms(sharpRow!.median_ms).padStart(4)} ms  peak ${mib(ours.peak_bytes)} MiB  ${ours.exact ? "exact" : "NOT EXACT"}`,

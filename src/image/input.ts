@@ -39,7 +39,10 @@ export async function readImageInput(request: Request, fetchOptions: FetchImageO
     if (bytes.length === 0) throw new ApiError("missing_image", "The request body is empty: send the image bytes.", { param: "image" });
     return { bytes, source: "body", fetchMs: 0 };
   }
-  throw new ApiError("unsupported_media_type", `Content-Type ${type} is not accepted: send image/*, application/octet-stream or application/json.`);
+  throw new ApiError(
+    "unsupported_media_type",
+    `Content-Type ${type} is not accepted: send image/*, application/octet-stream or application/json.`,
+  );
 }
 
 /** Reads a request body, refusing (413) as soon as it exceeds `maxBytes`; Content-Length is only a hint. */

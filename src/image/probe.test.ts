@@ -22,7 +22,19 @@ function chunk(type: string, data: number[]): number[] {
 function tiff(orientation: number, little = true): number[] {
   const u16 = (n: number) => (little ? [n & 255, n >> 8] : [n >> 8, n & 255]);
   const u32 = (n: number) => (little ? [n & 255, (n >> 8) & 255, (n >> 16) & 255, n >>> 24] : be32(n));
-  return [...ascii(little ? "II" : "MM"), ...u16(42), ...u32(8), ...u16(1), ...u16(0x0112), ...u16(3), ...u32(1), ...u16(orientation), 0, 0, ...u32(0)];
+  return [
+    ...ascii(little ? "II" : "MM"),
+    ...u16(42),
+    ...u32(8),
+    ...u16(1),
+    ...u16(0x0112),
+    ...u16(3),
+    ...u32(1),
+    ...u16(orientation),
+    0,
+    0,
+    ...u32(0),
+  ];
 }
 
 function jpeg(width: number, height: number, options: { sof?: number; exif?: number[]; components?: number } = {}): Uint8Array {
@@ -109,7 +121,21 @@ describe("probe", () => {
 
   it("reads WebP VP8, VP8L and VP8X sizes", () => {
     const riff = (chunkType: string, data: number[]) =>
-      new Uint8Array([...ascii("RIFF"), 0, 0, 0, 0, ...ascii("WEBP"), ...ascii(chunkType), data.length, 0, 0, 0, ...data, ...new Array(16).fill(0)]);
+      new Uint8Array([
+        ...ascii("RIFF"),
+        0,
+        0,
+        0,
+        0,
+        ...ascii("WEBP"),
+        ...ascii(chunkType),
+        data.length,
+        0,
+        0,
+        0,
+        ...data,
+        ...new Array(16).fill(0),
+      ]);
     const vp8 = riff("VP8 ", [0, 0, 0, 0x9d, 0x01, 0x2a, 1224 & 255, 1224 >> 8, 816 & 255, 816 >> 8]);
     expect(probeImage(vp8, "webp")).toMatchObject({ width: 1224, height: 816 });
     const bits = (300 - 1) | ((200 - 1) << 14);

@@ -41,14 +41,30 @@ function naiveOrient(src: Uint8Array, w: number, h: number, o: Orientation): { d
       let sx: number;
       let sy: number;
       switch (o) {
-        case 1: [sx, sy] = [x, y]; break;
-        case 2: [sx, sy] = [w - 1 - x, y]; break;
-        case 3: [sx, sy] = [w - 1 - x, h - 1 - y]; break;
-        case 4: [sx, sy] = [x, h - 1 - y]; break;
-        case 5: [sx, sy] = [y, x]; break; // transpose
-        case 6: [sx, sy] = [y, h - 1 - x]; break; // rotate 90° clockwise
-        case 7: [sx, sy] = [w - 1 - y, h - 1 - x]; break; // transverse
-        case 8: [sx, sy] = [w - 1 - y, x]; break; // rotate 90° counter-clockwise
+        case 1:
+          [sx, sy] = [x, y];
+          break;
+        case 2:
+          [sx, sy] = [w - 1 - x, y];
+          break;
+        case 3:
+          [sx, sy] = [w - 1 - x, h - 1 - y];
+          break;
+        case 4:
+          [sx, sy] = [x, h - 1 - y];
+          break;
+        case 5:
+          [sx, sy] = [y, x];
+          break; // transpose
+        case 6:
+          [sx, sy] = [y, h - 1 - x];
+          break; // rotate 90° clockwise
+        case 7:
+          [sx, sy] = [w - 1 - y, h - 1 - x];
+          break; // transverse
+        case 8:
+          [sx, sy] = [w - 1 - y, x];
+          break; // rotate 90° counter-clockwise
       }
       out.set(src.subarray((sy * w + sx) * 3, (sy * w + sx) * 3 + 3), (y * ow + x) * 3);
     }

@@ -14,7 +14,7 @@ export const TENSOR_SIZE = 448;
 
 const PRECISION_BITS = 32 - 8 - 2;
 const HALF = 1 << (PRECISION_BITS - 1);
-const CLIP_MAX = 1 << PRECISION_BITS << 8;
+const CLIP_MAX = (1 << PRECISION_BITS) << 8;
 const BICUBIC_SUPPORT = 2.0;
 
 function bicubicFilter(x: number): number {

@@ -4,18 +4,23 @@
  */
 import type { ErrorHandler, NotFoundHandler } from "hono";
 import { HTTPException } from "hono/http-exception";
-import { ApiError, toApiError } from "../errors";
 import type { AppEnv } from "../env";
+import { ApiError, toApiError } from "../errors";
 
 export const onError: ErrorHandler<AppEnv> = (err, c) => {
   let apiError: ApiError;
   if (err instanceof HTTPException && !(err instanceof ApiError)) {
-    apiError = new ApiError(err.status === 413 ? "request_too_large" : err.status === 404 ? "not_found" : "invalid_request", err.message || "Bad request.");
+    apiError = new ApiError(
+      err.status === 413 ? "request_too_large" : err.status === 404 ? "not_found" : "invalid_request",
+      err.message || "Bad request.",
+    );
   } else {
     apiError = toApiError(err);
   }
   if (apiError.status >= 500 && apiError.code === "internal_error") {
-    console.error(JSON.stringify({ level: "error", requestId: c.get("requestId"), path: c.req.path, error: String(err), stack: (err as Error)?.stack }));
+    console.error(
+      JSON.stringify({ level: "error", requestId: c.get("requestId"), path: c.req.path, error: String(err), stack: (err as Error)?.stack }),
+    );
   }
   return apiError.toResponse({ "x-request-id": c.get("requestId") ?? "" });
 };

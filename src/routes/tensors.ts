@@ -4,8 +4,8 @@
  */
 import { Hono } from "hono";
 import { z } from "zod";
-import { ApiError } from "../errors";
 import type { AppEnv } from "../env";
+import { ApiError } from "../errors";
 import { getCodecs } from "../image/codecs/worker";
 import { readImageInput } from "../image/input";
 import { preprocessImage } from "../image/pipeline";
@@ -24,7 +24,9 @@ tensors.post("/", async (c) => {
   const query = TensorQuery.safeParse(c.req.query());
   if (!query.success) {
     const issue = query.error.issues[0];
-    throw new ApiError("invalid_request", `Invalid query parameter ${String(issue.path[0])}: ${issue.message}.`, { param: String(issue.path[0]) });
+    throw new ApiError("invalid_request", `Invalid query parameter ${String(issue.path[0])}: ${issue.message}.`, {
+      param: String(issue.path[0]),
+    });
   }
   const config = c.get("config");
   const input = await readImageInput(c.req.raw, {

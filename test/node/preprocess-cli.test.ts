@@ -36,7 +36,13 @@ describe("npm run preprocess", () => {
     const lines = r.stdout.trim().split("\n");
     expect(lines).toHaveLength(1);
     const report = JSON.parse(lines[0]);
-    expect(report).toMatchObject({ format: "f16", shape: [3, 448, 448], sha256: item.reference_f16_sha256, width: item.width, height: item.height });
+    expect(report).toMatchObject({
+      format: "f16",
+      shape: [3, 448, 448],
+      sha256: item.reference_f16_sha256,
+      width: item.width,
+      height: item.height,
+    });
     expect(Object.keys(report.timing_ms)).toEqual(expect.arrayContaining(["decode", "resize", "normalize", "total"]));
     expect(report.peak_bytes).toBeGreaterThan(item.width * item.height * 3); // the full decoded image, at least
     expect(sha256(target)).toBe(item.reference_f16_sha256);
@@ -48,7 +54,14 @@ describe("npm run preprocess", () => {
     const r = await run([join(images, item.file), "--out", target, "--format", "u8"]);
     expect(r.code).toBe(0);
     const report = JSON.parse(r.stdout);
-    expect(report).toMatchObject({ format: "u8", shape: [448, 448, 3], orientation: "apply", exif_orientation: 6, width: item.height, height: item.width });
+    expect(report).toMatchObject({
+      format: "u8",
+      shape: [448, 448, 3],
+      orientation: "apply",
+      exif_orientation: 6,
+      width: item.height,
+      height: item.width,
+    });
     expect(sha256(target)).toBe(item.oriented_rgb_sha256);
   });
 

@@ -3,8 +3,9 @@
  * imports the `.wasm` files (workerd cannot compile wasm from bytes at run time), Node compiles them
  * from disk (`scripts/lib/node-codecs.ts`). One `Codecs` per isolate; instances are reused.
  */
-import { createJpegDecoder, type JpegDecoder } from "./libjpeg-turbo/index";
+
 import type { ImageFormat } from "../sniff";
+import { createJpegDecoder, type JpegDecoder } from "./libjpeg-turbo/index";
 import { PngCodec } from "./png";
 import { WebpCodec } from "./webp";
 

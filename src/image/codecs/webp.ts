@@ -52,6 +52,12 @@ export class WebpCodec {
     if (image.width !== info.width || image.height !== info.height) {
       throw new ApiError("image_decode_failed", "The WebP's pixel data does not match its header.", { param: "image" });
     }
-    return { width: image.width, height: image.height, data: new Uint8Array(image.data.buffer, image.data.byteOffset, image.data.byteLength), stride: 4, gray: false };
+    return {
+      width: image.width,
+      height: image.height,
+      data: new Uint8Array(image.data.buffer, image.data.byteOffset, image.data.byteLength),
+      stride: 4,
+      gray: false,
+    };
   }
 }
