@@ -40,23 +40,21 @@ tensors.post("/", async (c) => {
     limits: config.image,
   });
   const t = result.timingMs;
-  return new Response(result.tensor, {
-    headers: {
-      "content-type": "application/octet-stream",
-      "x-tensor-shape": result.shape.join(","),
-      "x-tensor-dtype": result.dtype,
-      "x-tensor-sha256": result.sha256,
-      "x-image-width": String(result.width),
-      "x-image-height": String(result.height),
-      "x-image-orientation": String(result.exifOrientation),
-      "x-orientation-applied": String(result.orientationApplied),
-      "x-peak-bytes": String(result.peakBytes),
-      "server-timing": [
-        `fetch;dur=${input.fetchMs.toFixed(1)}`,
-        `decode;dur=${t.decode.toFixed(1)}`,
-        `resize;dur=${t.resize.toFixed(1)}`,
-        `normalize;dur=${t.normalize.toFixed(1)}`,
-      ].join(", "),
-    },
+  return c.body(result.tensor as Uint8Array<ArrayBuffer>, 200, {
+    "content-type": "application/octet-stream",
+    "x-tensor-shape": result.shape.join(","),
+    "x-tensor-dtype": result.dtype,
+    "x-tensor-sha256": result.sha256,
+    "x-image-width": String(result.width),
+    "x-image-height": String(result.height),
+    "x-image-orientation": String(result.exifOrientation),
+    "x-orientation-applied": String(result.orientationApplied),
+    "x-peak-bytes": String(result.peakBytes),
+    "server-timing": [
+      `fetch;dur=${input.fetchMs.toFixed(1)}`,
+      `decode;dur=${t.decode.toFixed(1)}`,
+      `resize;dur=${t.resize.toFixed(1)}`,
+      `normalize;dur=${t.normalize.toFixed(1)}`,
+    ].join(", "),
   });
 });

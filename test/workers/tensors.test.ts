@@ -43,6 +43,7 @@ describe("every fixture image matches Pillow", () => {
     expect(tensor.byteLength).toBe(3 * 448 * 448 * 2);
     expect(await sha256Hex(tensor)).toBe(item.reference_f16_sha256);
     expect(f16.headers.get("x-tensor-sha256")).toBe(item.reference_f16_sha256);
+    expect(f16.headers.get("x-request-id")).toMatch(/\S+/);
     expect(f16.headers.get("server-timing")).toMatch(/fetch;dur=[\d.]+, decode;dur=[\d.]+, resize;dur=[\d.]+, normalize;dur=[\d.]+/);
 
     // Default orientation: applied. Equal to the reference unless the file has an EXIF orientation.
