@@ -15,6 +15,7 @@ export default defineConfig({
             miniflare: {
               bindings: {
                 TENSORS_TOKEN: "test-tensors-token",
+                NODE_SECRET: "test-node-secret",
                 ALLOW_HTTP_LOOPBACK: "true",
                 LOOPBACK_ORIGIN: inject("loopbackOrigin"),
               },

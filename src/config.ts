@@ -3,6 +3,7 @@
  * error: it is logged and every request answers 500 rather than running with a limit nobody chose.
  */
 import { z } from "zod";
+import { type StaticNode, StaticNodes } from "./pool/schema";
 
 const positiveInt = z.coerce.number().int().positive();
 const bool = z.enum(["true", "false", "1", "0"]).transform((v) => v === "true" || v === "1");
@@ -13,11 +14,25 @@ const ConfigSchema = z.object({
   IMAGE_FETCH_TIMEOUT_MS: positiveInt.default(10_000),
   IMAGE_FETCH_HEADERS_TIMEOUT_MS: positiveInt.default(5_000),
   ALLOW_HTTP_LOOPBACK: bool.default(false),
+  POOL_NODE_TTL_MS: z.coerce.number().int().min(1_000).max(300_000).default(10_000),
+  // A JSON string (a `[vars]` string or `--var`), or the array itself when wrangler.toml gives one.
+  POOL_STATIC_NODES: z
+    .preprocess((v) => {
+      if (typeof v !== "string") return v;
+      try {
+        return JSON.parse(v);
+      } catch {
+        return v; // fails the array check below with a readable message
+      }
+    }, StaticNodes)
+    .default([]),
 });
 
 export interface Config {
   image: { maxBytes: number; maxPixels: number };
   fetch: { totalTimeoutMs: number; headersTimeoutMs: number; allowHttpLoopback: boolean };
+  /** nodeTtlMs: a node silent this long is dropped; heartbeatMs: the interval nodes are told to use (ttl / 5). */
+  pool: { nodeTtlMs: number; heartbeatMs: number; staticNodes: StaticNode[] };
 }
 
 const cache = new WeakMap<object, Config>();
@@ -32,6 +47,11 @@ export function loadConfig(env: Record<string, unknown>): Config {
       totalTimeoutMs: raw.IMAGE_FETCH_TIMEOUT_MS,
       headersTimeoutMs: raw.IMAGE_FETCH_HEADERS_TIMEOUT_MS,
       allowHttpLoopback: raw.ALLOW_HTTP_LOOPBACK,
+    },
+    pool: {
+      nodeTtlMs: raw.POOL_NODE_TTL_MS,
+      heartbeatMs: Math.floor(raw.POOL_NODE_TTL_MS / 5),
+      staticNodes: raw.POOL_STATIC_NODES,
     },
   };
   cache.set(env, config);

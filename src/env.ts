@@ -11,6 +11,8 @@ declare global {
     interface Env {
       /** Bearer token for POST /v1/tensors until API keys land (unset: the route refuses everyone). */
       TENSORS_TOKEN?: string;
+      /** Bearer secret GPU nodes send on /v1/pool/* (heartbeats) and the edge sends to nodes (unset: the pool refuses everyone). */
+      NODE_SECRET?: string;
       /** Test-only: origin of the loopback server the integration tests start. */
       LOOPBACK_ORIGIN?: string;
     }

@@ -6,7 +6,10 @@ import { requestId } from "hono/request-id";
 import { loadConfig } from "./config";
 import type { AppEnv, Env } from "./env";
 import { notFound, onError } from "./middleware/error-handler";
+import { pool } from "./routes/pool";
 import { tensors } from "./routes/tensors";
+
+export { PoolObject } from "./pool/pool-object";
 
 export const app = new Hono<AppEnv>();
 
@@ -18,6 +21,7 @@ app.use(async function configMiddleware(c, next) {
 
 app.get("/healthz", (c) => c.json({ status: "ok" }));
 app.route("/v1/tensors", tensors);
+app.route("/v1/pool", pool);
 
 app.onError(onError);
 app.notFound(notFound);
