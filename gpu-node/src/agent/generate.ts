@@ -1,0 +1,289 @@
+/**
+ * `POST /v1/generate`: frame in, `text/event-stream` out.
+ *
+ * Order (TGI's): cheap refusals first (draining, engine down, queue full: no body read), then the body
+ * under a cap and `decodeFrame` (400 + the FrameError code), then admission (429 / 503 / 504 when the
+ * deadline passes in the queue), then the stream. Once streaming, failures are `error` events.
+ * The engine's signal is aborted when the client goes away, the deadline passes, or a drain times out.
+ * Events that are ready together go out as one chunk, adjacent tokens of a prompt as one event.
+ */
+import type { Context } from "hono";
+import { decodeFrame, encodeEvents, FrameError, type FrameLimits, type ModelVariant, type NodeEvent } from "../../../src/protocol/index";
+import type { Engine } from "../engines/engine";
+import { type Admission, AdmissionError } from "./admission";
+import { readBodyCapped } from "./body";
+import { AgentError } from "./errors";
+import type { Logger } from "./log";
+import type { AgentMetrics } from "./metrics";
+
+export interface RetryAfterSeconds {
+  overloaded: number;
+  draining: number;
+  unavailable: number;
+}
+
+export interface GenerateDeps {
+  engine: Engine;
+  admission: Admission;
+  metrics: AgentMetrics;
+  log: Logger;
+  limits: FrameLimits;
+  variant: ModelVariant;
+  retryAfterS: RetryAfterSeconds;
+  /** Running streams, so a drain that times out can abort them. */
+  inFlight: Set<InFlight>;
+}
+
+export interface InFlight {
+  requestId: string;
+  /** Ends the stream with a retryable `draining` error event and aborts the engine's work. */
+  abortForShutdown(): void;
+}
+
+type AbortCause = "client" | "deadline" | "shutdown";
+
+export function generateHandler(deps: GenerateDeps) {
+  const { engine, admission, metrics, log, limits } = deps;
+
+  const refuse = (err: AgentError, fields: Record<string, unknown>) => {
+    metrics.requests.inc({ outcome: err.type });
+    metrics.errors.inc({ code: err.code });
+    log({
+      level: err.status >= 500 ? "warn" : "info",
+      msg: "generate",
+      status: err.status,
+      outcome: err.type,
+      code: err.code,
+      error: err.message,
+      ...fields,
+    });
+    return err.toResponse();
+  };
+
+  const fromAdmission = (err: AdmissionError) => {
+    switch (err.code) {
+      case "overloaded":
+        return new AgentError("overloaded", err.message, { retryAfterS: deps.retryAfterS.overloaded });
+      case "draining":
+        return new AgentError("draining", err.message, { retryAfterS: deps.retryAfterS.draining });
+      case "deadline_exceeded":
+        return new AgentError("deadline_exceeded", err.message);
+      case "cancelled":
+        return new AgentError("cancelled", err.message);
+    }
+  };
+
+  return async function generate(c: Context): Promise<Response> {
+    const receivedAt = performance.now();
+    const request = c.req.raw;
+    // Touching the signal makes @hono/node-server abort it when the connection closes early.
+    const clientGone = request.signal;
+    const elapsed = () => Math.round(performance.now() - receivedAt);
+
+    const early = admission.refusal();
+    if (early) return refuse(fromAdmission(early), { duration_ms: elapsed() });
+    const health = engine.health();
+    if (!health.ok) {
+      return refuse(new AgentError("engine_unavailable", "The engine is not ready.", { retryAfterS: deps.retryAfterS.unavailable }), {
+        detail: health.detail,
+        duration_ms: elapsed(),
+      });
+    }
+
+    let decoded: Awaited<ReturnType<typeof decodeFrame>>;
+    try {
+      decoded = await decodeFrame(await readBodyCapped(request, limits.maxFrameBytes), limits);
+    } catch (err) {
+      if (err instanceof FrameError)
+        return refuse(new AgentError("invalid_frame", err.message, { code: err.code }), { duration_ms: elapsed() });
+      if (clientGone.aborted)
+        return refuse(new AgentError("cancelled", "The client went away while sending the frame."), { duration_ms: elapsed() });
+      throw err;
+    }
+    const { header, images } = decoded;
+    const fields = { request_id: header.request_id, prompts: header.prompts.length, images: images.length };
+    if (header.variant !== deps.variant) {
+      return refuse(
+        new AgentError("invalid_frame", `This node serves ${deps.variant}, not ${header.variant}.`, {
+          code: "unsupported_variant",
+          retryable: true,
+        }),
+        { ...fields, duration_ms: elapsed() },
+      );
+    }
+
+    const deadlineAt = header.deadline_ms !== undefined ? receivedAt + header.deadline_ms : undefined;
+    const queuedAt = performance.now();
+    let release: () => void;
+    try {
+      release = await admission.acquire({ signal: clientGone, deadlineAt });
+    } catch (err) {
+      if (err instanceof AdmissionError) {
+        return refuse(fromAdmission(err), { ...fields, queue_ms: Math.round(performance.now() - queuedAt), duration_ms: elapsed() });
+      }
+      throw err;
+    }
+    const startedAt = performance.now();
+    metrics.queueWait.observe((startedAt - queuedAt) / 1000);
+
+    // --- streaming ------------------------------------------------------------------------------
+    const controller = new AbortController();
+    let cause: AbortCause | undefined;
+    const pending: NodeEvent[] = [];
+    let ended = false;
+    let wake: (() => void) | undefined;
+    let firstTokenAt: number | undefined;
+    let lastTokenAt = 0;
+    let completionTokens = 0;
+    let donePrompts = 0;
+    let errorCode: string | undefined;
+    let finished = false;
+
+    const push = (event: NodeEvent) => {
+      if (ended) return;
+      const last = pending[pending.length - 1];
+      if (event.type === "token" && last?.type === "token" && last.prompt === event.prompt) {
+        pending[pending.length - 1] = mergeTokens(last, event);
+      } else {
+        pending.push(event);
+      }
+      if (event.type === "error") ended = true;
+      wake?.();
+    };
+    const end = () => {
+      ended = true;
+      wake?.();
+    };
+    const abort = (why: AbortCause, event?: NodeEvent) => {
+      if (cause || finished) return;
+      cause = why;
+      if (event) push(event);
+      // The response ends now; the slot is released when the engine has actually stopped.
+      end();
+      controller.abort(why);
+    };
+
+    const onClientGone = () => abort("client");
+    clientGone.addEventListener("abort", onClientGone, { once: true });
+    const deadlineTimer =
+      deadlineAt === undefined
+        ? undefined
+        : setTimeout(
+            () =>
+              abort("deadline", {
+                type: "error",
+                code: "deadline_exceeded",
+                message: `The deadline of ${header.deadline_ms} ms passed.`,
+                retryable: false,
+              }),
+            Math.max(0, deadlineAt - performance.now()),
+          );
+    const entry: InFlight = {
+      requestId: header.request_id,
+      abortForShutdown: () =>
+        abort("shutdown", { type: "error", code: "draining", message: "The node shut down before the request finished.", retryable: true }),
+    };
+    deps.inFlight.add(entry);
+
+    const produce = async () => {
+      try {
+        for await (const event of engine.generate({ header, images, acceptedAt: queuedAt }, controller.signal)) {
+          if (cause) break;
+          if (event.type === "token" && event.tokens > 0) {
+            const now = performance.now();
+            if (firstTokenAt === undefined) {
+              firstTokenAt = now;
+              metrics.ttft.observe((now - receivedAt) / 1000);
+            }
+            lastTokenAt = now;
+            completionTokens += event.tokens;
+            metrics.tokens.inc(event.tokens);
+          } else if (event.type === "done") {
+            donePrompts++;
+          } else if (event.type === "error") {
+            errorCode = event.code;
+          }
+          push(event);
+          if (event.type === "error") break;
+        }
+        if (!cause && !errorCode && donePrompts < header.prompts.length) {
+          errorCode = "engine_failed";
+          push({ type: "error", code: "engine_failed", message: "The engine ended the stream early.", retryable: true });
+        }
+      } catch (err) {
+        if (!cause) {
+          errorCode = "engine_failed";
+          push({ type: "error", code: "engine_failed", message: "The engine failed.", retryable: true });
+          log({ level: "error", msg: "engine error", request_id: header.request_id, error: String((err as Error)?.stack ?? err) });
+        }
+      } finally {
+        finished = true;
+        clearTimeout(deadlineTimer);
+        clientGone.removeEventListener("abort", onClientGone);
+        deps.inFlight.delete(entry);
+        release();
+        end();
+        const outcome =
+          cause === "client"
+            ? "cancelled"
+            : cause === "deadline"
+              ? "deadline_exceeded"
+              : cause === "shutdown"
+                ? "draining"
+                : (errorCode ?? "ok");
+        const now = performance.now();
+        metrics.requests.inc({ outcome });
+        if (outcome !== "ok") metrics.errors.inc({ code: outcome });
+        metrics.duration.observe((now - receivedAt) / 1000);
+        if (firstTokenAt !== undefined && completionTokens > 1 && lastTokenAt > firstTokenAt) {
+          metrics.decodeRate.observe((completionTokens - 1) / ((lastTokenAt - firstTokenAt) / 1000));
+        }
+        log({
+          level: outcome === "ok" || outcome === "cancelled" ? "info" : "warn",
+          msg: "generate",
+          status: 200,
+          outcome,
+          ...fields,
+          queue_ms: Math.round(startedAt - receivedAt),
+          ttft_ms: firstTokenAt === undefined ? null : Math.round(firstTokenAt - receivedAt),
+          duration_ms: Math.round(now - receivedAt),
+          completion_tokens: completionTokens,
+        });
+      }
+    };
+    void produce();
+
+    const encoder = new TextEncoder();
+    const body = new ReadableStream<Uint8Array>(
+      {
+        async pull(stream) {
+          while (pending.length === 0 && !ended) await new Promise<void>((resolve) => (wake = resolve));
+          wake = undefined;
+          // Let events the engine produces in this same turn join the chunk.
+          if (!ended) await new Promise<void>((resolve) => setImmediate(resolve));
+          if (pending.length > 0) stream.enqueue(encoder.encode(encodeEvents(pending.splice(0))));
+          if (ended && pending.length === 0) stream.close();
+        },
+        cancel() {
+          abort("client");
+        },
+      },
+      { highWaterMark: 0 },
+    );
+    return new Response(body, {
+      status: 200,
+      headers: {
+        "content-type": "text/event-stream; charset=utf-8",
+        "cache-control": "no-store",
+        "x-engine": engine.name,
+        "x-request-id": header.request_id,
+      },
+    });
+  };
+}
+
+function mergeTokens(a: NodeEvent & { type: "token" }, b: NodeEvent & { type: "token" }): NodeEvent {
+  const merged: NodeEvent = { type: "token", prompt: a.prompt, text: a.text + b.text, tokens: a.tokens + b.tokens };
+  if (a.logprobs || b.logprobs) merged.logprobs = [...(a.logprobs ?? []), ...(b.logprobs ?? [])];
+  return merged;
+}
