@@ -57,10 +57,16 @@ export async function openNodeStream(options: OpenStreamOptions): Promise<NodeSt
   }
   if (response.status !== 200 || !response.body) {
     const retryAfter = Number(response.headers.get("retry-after") ?? Number.NaN);
-    await response.body?.cancel().catch(() => {});
-    // 4xx other than back-pressure means the edge sent something the node refuses: not worth retrying.
-    const retryable = response.status === 429 || response.status >= 500;
-    throw new NodeCallError(`node ${options.node.id} answered ${response.status}`, retryable, response.status, Number.isFinite(retryAfter) ? retryAfter : undefined);
+    // The node says whether another node may succeed (`retryable`); without a readable body, back-pressure
+    // and server errors are worth another node, other 4xx mean the edge sent something wrong.
+    const body = (await response.json().catch(() => null)) as { error?: { code?: string; retryable?: boolean } } | null;
+    const retryable = typeof body?.error?.retryable === "boolean" ? body.error.retryable : response.status === 429 || response.status >= 500;
+    throw new NodeCallError(
+      `node ${options.node.id} answered ${response.status}${body?.error?.code ? ` ${body.error.code}` : ""}`,
+      retryable,
+      response.status,
+      Number.isFinite(retryAfter) ? retryAfter : undefined,
+    );
   }
   const engine = response.headers.get("x-engine") ?? "unknown";
   const reader = decodeEventStream(response.body).getReader();
