@@ -127,7 +127,7 @@ describe("gpu-node serve", () => {
 
     const beats = edge.heartbeats.map((h) => h.body);
     expect(beats.some((b) => b.draining && !b.final)).toBe(true);
-    expect(beats.at(-1)).toMatchObject({ draining: true, final: true, load: { active: 0, queued: 0 } });
+    expect(beats.at(-1)).toMatchObject({ draining: true, final: true, deregister: true, load: { active: 0, queued: 0 } });
     expect(node.logs.map((l) => l.msg)).toEqual(expect.arrayContaining(["draining", "generate", "drained"]));
     expect(node.logs.find((l) => l.msg === "draining")).toMatchObject({ reason: "SIGTERM" });
   });

@@ -56,7 +56,7 @@ describe("heartbeat", () => {
     expect((await readEvents(await running)).events.at(-1)).toMatchObject({ type: "done" });
     await node.closed;
     const last = edge.heartbeats.at(-1)!.body;
-    expect(last).toMatchObject({ id: "node-a", draining: true, final: true, load: { active: 0, queued: 0 } });
+    expect(last).toMatchObject({ id: "node-a", draining: true, final: true, deregister: true, load: { active: 0, queued: 0 } });
     const count = edge.heartbeats.length;
     await new Promise((r) => setTimeout(r, 250));
     expect(edge.heartbeats.length).toBe(count); // the loop stopped

@@ -110,7 +110,7 @@ export class PoolObject extends DurableObject<Env> {
       version: hb.version,
       capacity: hb.capacity,
       load: { active: hb.load.active, queued: hb.load.queued },
-      draining: hb.draining,
+      draining: hb.draining || !hb.healthy,
       ...(hb.region ? { region: hb.region } : {}),
       source: "registered",
       lastSeen: now,

@@ -18,7 +18,12 @@ const valid: HeartbeatInput = {
 describe("Heartbeat", () => {
   it("accepts the node's heartbeat, normalizes URL and region, ignores unknown keys", () => {
     const hb = Heartbeat.parse({ ...valid, url: "http://10.0.0.5:9000/", gpu: "H100" });
-    expect(hb).toEqual({ ...valid, url: "http://10.0.0.5:9000", region: "EU", deregister: false });
+    expect(hb).toEqual({ ...valid, url: "http://10.0.0.5:9000", region: "EU", healthy: true, deregister: false });
+  });
+
+  it("takes gpu-node's own heartbeat: region null, healthy flag", () => {
+    expect(Heartbeat.parse({ ...valid, region: null }).region).toBeUndefined();
+    expect(Heartbeat.parse({ ...valid, healthy: false }).healthy).toBe(false);
   });
 
   it("defaults draining and deregister to false; region is optional", () => {

@@ -66,7 +66,9 @@ export const Heartbeat = z.object({
   load: z.object({ active: Count, queued: Count }),
   /** True once the node takes no new work (it finishes what it has): never routed to. */
   draining: z.boolean().default(false),
-  region: Region.optional(),
+  region: Region.nullish().transform((r) => r ?? undefined),
+  /** False when the node's engine is unhealthy: kept listed, never routed to (like draining). */
+  healthy: z.boolean().default(true),
   /** True on the node's last message: drop it from the pool now instead of waiting for the TTL. */
   deregister: z.boolean().default(false),
 });

@@ -113,6 +113,15 @@ describe("the pool Durable Object", () => {
     expect(await runInDurableObject(pool, (_p, state) => state.storage.getAlarm())).toBeNull();
   });
 
+  it("a node whose engine is unhealthy is listed but never picked", async () => {
+    const pool = freshPool();
+    await setClock(pool, 0);
+    await pool.heartbeat(beat("sick", { healthy: false } as never));
+    expect((await pool.list()).find((n) => n.id === "sick")?.draining).toBe(true);
+    const router = new PoolRouter({ registered: () => pool.list(), random: () => 0 });
+    expect(await router.pick({ variant: "qwen-vl-chat" })).toMatchObject({ ok: false });
+  });
+
   it("a draining node stays listed as draining until it expires, and is never picked", async () => {
     const pool = freshPool();
     await setClock(pool, 0);

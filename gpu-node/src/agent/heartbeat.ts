@@ -3,7 +3,7 @@
  * `POST {edge}/v1/pool/heartbeat`, `Authorization: Bearer <node secret>`, JSON body
  *
  *   {id, url, variant, engine, version, capacity, load:{active,queued}, draining, region, healthy}
- *   (+ `final: true` on the last one, sent after a drain: the node is going away)
+ *   (+ `final: true, deregister: true` on the last one, sent after a drain: the node is going away)
  *
  * every `intervalMs`. The edge being unreachable is never fatal: failures are logged and retried with
  * exponential backoff from `retryInitialMs`, capped at `intervalMs` (so a recovered edge hears from the
@@ -23,6 +23,8 @@ export interface HeartbeatBody {
   region: string | null;
   healthy: boolean;
   final?: true;
+  /** With `final`: the edge's pool drops the node at once instead of waiting for its TTL. */
+  deregister?: true;
 }
 
 export interface HeartbeatOptions {
@@ -85,7 +87,7 @@ export class Heartbeat {
     this.#stopped = true;
     clearTimeout(this.#timer);
     await this.#running;
-    if (options.final) await this.#send({ ...this.options.body(), final: true });
+    if (options.final) await this.#send({ ...this.options.body(), final: true, deregister: true });
   }
 
   #schedule(ms: number): void {
