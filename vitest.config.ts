@@ -14,7 +14,7 @@ export default defineConfig({
             wrangler: { configPath: "./wrangler.toml" },
             miniflare: {
               bindings: {
-                TENSORS_TOKEN: "test-tensors-token",
+                EDGE_API_KEY: "test-tensors-token",
                 NODE_SECRET: "test-node-secret",
                 ALLOW_HTTP_LOOPBACK: "true",
                 LOOPBACK_ORIGIN: inject("loopbackOrigin"),

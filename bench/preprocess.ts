@@ -165,7 +165,7 @@ async function main(): Promise<void> {
     scriptPath: buildWorker(),
     modulesRules: [{ type: "CompiledWasm", include: ["**/*.wasm"] }],
     compatibilityDate: "2026-04-20",
-    bindings: { TENSORS_TOKEN: TOKEN },
+    bindings: { EDGE_API_KEY: TOKEN },
     host: "127.0.0.1",
     port: 0,
   });

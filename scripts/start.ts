@@ -25,7 +25,7 @@ const wrangler = spawn(
     "--port",
     String(PORT),
     "--var",
-    `TENSORS_TOKEN:${key}`,
+    `EDGE_API_KEY:${key}`,
     "--var",
     "ALLOW_HTTP_LOOPBACK:true",
     "--show-interactive-dev-session=false",

@@ -26,13 +26,18 @@ const ConfigSchema = z.object({
       }
     }, StaticNodes)
     .default([]),
+  // Start a second node when the first token is this late (0 = never hedge).
+  POOL_HEDGE_AFTER_MS: z.coerce.number().int().min(0).max(60_000).default(0),
+  // Milliseconds between `: keep-alive` comments while a stream waits for the GPU.
+  SSE_KEEP_ALIVE_MS: z.coerce.number().int().min(0).max(60_000).default(10_000),
 });
 
 export interface Config {
   image: { maxBytes: number; maxPixels: number };
   fetch: { totalTimeoutMs: number; headersTimeoutMs: number; allowHttpLoopback: boolean };
   /** nodeTtlMs: a node silent this long is dropped; heartbeatMs: the interval nodes are told to use (ttl / 5). */
-  pool: { nodeTtlMs: number; heartbeatMs: number; staticNodes: StaticNode[] };
+  pool: { nodeTtlMs: number; heartbeatMs: number; staticNodes: StaticNode[]; hedgeAfterMs: number | undefined };
+  stream: { keepAliveMs: number };
 }
 
 const cache = new WeakMap<object, Config>();
@@ -52,7 +57,9 @@ export function loadConfig(env: Record<string, unknown>): Config {
       nodeTtlMs: raw.POOL_NODE_TTL_MS,
       heartbeatMs: Math.floor(raw.POOL_NODE_TTL_MS / 5),
       staticNodes: raw.POOL_STATIC_NODES,
+      hedgeAfterMs: raw.POOL_HEDGE_AFTER_MS || undefined,
     },
+    stream: { keepAliveMs: raw.SSE_KEEP_ALIVE_MS },
   };
   cache.set(env, config);
   return config;

@@ -9,8 +9,8 @@ declare global {
   namespace Cloudflare {
     /** Secrets and test bindings, which wrangler.toml does not declare. */
     interface Env {
-      /** Bearer token for POST /v1/tensors until API keys land (unset: the route refuses everyone). */
-      TENSORS_TOKEN?: string;
+      /** The bearer key clients send, until the API-key system lands (unset: client routes refuse everyone). */
+      EDGE_API_KEY?: string;
       /** Bearer secret GPU nodes send on /v1/pool/* (heartbeats) and the edge sends to nodes (unset: the pool refuses everyone). */
       NODE_SECRET?: string;
       /** Test-only: origin of the loopback server the integration tests start. */

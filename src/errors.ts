@@ -23,6 +23,7 @@ export const ERROR_CODES = {
   invalid_api_key: { status: 401, type: "authentication_error" },
   image_url_forbidden: { status: 403, type: "permission_error" },
   not_found: { status: 404, type: "not_found_error" },
+  model_not_found: { status: 404, type: "not_found_error" },
   method_not_allowed: { status: 405, type: "invalid_request_error" },
   image_too_large: { status: 413, type: "invalid_request_error" },
   request_too_large: { status: 413, type: "invalid_request_error" },
@@ -32,6 +33,7 @@ export const ERROR_CODES = {
   rate_limited: { status: 429, type: "rate_limit_error" },
   internal_error: { status: 500, type: "server_error" },
   image_fetch_failed: { status: 502, type: "upstream_error" },
+  node_error: { status: 502, type: "upstream_error" },
   no_capacity: { status: 503, type: "server_error" },
   image_fetch_timeout: { status: 504, type: "upstream_error" },
 } as const satisfies Record<string, { status: number; type: ErrorType }>;

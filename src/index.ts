@@ -6,6 +6,7 @@ import { requestId } from "hono/request-id";
 import { loadConfig } from "./config";
 import type { AppEnv, Env } from "./env";
 import { notFound, onError } from "./middleware/error-handler";
+import { generation } from "./routes/generation";
 import { pool } from "./routes/pool";
 import { tensors } from "./routes/tensors";
 
@@ -22,6 +23,7 @@ app.use(async function configMiddleware(c, next) {
 app.get("/healthz", (c) => c.json({ status: "ok" }));
 app.route("/v1/tensors", tensors);
 app.route("/v1/pool", pool);
+app.route("/v1", generation);
 
 app.onError(onError);
 app.notFound(notFound);

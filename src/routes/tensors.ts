@@ -18,7 +18,7 @@ const TensorQuery = z.object({
 
 export const tensors = new Hono<AppEnv>();
 
-tensors.use(bearerToken({ token: (c) => c.env.TENSORS_TOKEN }));
+tensors.use(bearerToken({ token: (c) => c.env.EDGE_API_KEY }));
 
 tensors.post("/", async (c) => {
   const query = TensorQuery.safeParse(c.req.query());

@@ -3,27 +3,13 @@
  * grounding). Validation happens first, before any image is fetched or any node is asked.
  */
 import { z } from "zod";
+import { ChatMessage } from "../prompt/index";
 import { PROTOCOL_LIMITS } from "../protocol/index";
 
 export const MODEL_IDS = ["qwen-vl-chat", "qwen-vl"] as const;
 export const ModelId = z.enum(MODEL_IDS);
 export type ModelId = z.infer<typeof ModelId>;
 export const DEFAULT_MODEL: ModelId = "qwen-vl-chat";
-
-const ImageUrlPart = z.object({
-  type: z.literal("image_url"),
-  image_url: z.union([z.string().min(1), z.object({ url: z.string().min(1), detail: z.enum(["auto", "low", "high"]).optional() })]),
-});
-const TextPart = z.object({ type: z.literal("text"), text: z.string().max(PROTOCOL_LIMITS.maxTextChars) });
-export const ContentPart = z.discriminatedUnion("type", [TextPart, ImageUrlPart]);
-export type ContentPart = z.infer<typeof ContentPart>;
-
-export const ChatMessage = z.discriminatedUnion("role", [
-  z.object({ role: z.literal("system"), content: z.union([z.string().max(PROTOCOL_LIMITS.maxTextChars), z.array(TextPart).max(16)]) }),
-  z.object({ role: z.literal("user"), content: z.union([z.string().max(PROTOCOL_LIMITS.maxTextChars), z.array(ContentPart).min(1).max(32)]) }),
-  z.object({ role: z.literal("assistant"), content: z.union([z.string().max(PROTOCOL_LIMITS.maxTextChars), z.array(TextPart).max(16)]) }),
-]);
-export type ChatMessage = z.infer<typeof ChatMessage>;
 
 const Stop = z
   .union([z.string().min(1).max(PROTOCOL_LIMITS.maxStopChars), z.array(z.string().min(1).max(PROTOCOL_LIMITS.maxStopChars)).max(PROTOCOL_LIMITS.maxStop)])

@@ -1,0 +1,80 @@
+/**
+ * One generation on the pool: builds the protocol header, picks a node (retrying elsewhere when a
+ * node fails before its first event, optionally hedging), and hands back the node's event stream.
+ */
+import type { Context } from "hono";
+import type { AppEnv } from "../env";
+import { ApiError } from "../errors";
+import type { CallerLocation } from "../pool/region";
+import { getPoolRouter } from "../pool/router";
+import { describeTensors, type GenerateHeaderInput, type ModelVariant, PROTOCOL_VERSION, type Segment } from "../protocol/index";
+import type { PreparedImage } from "./images";
+import { NodeCallError, type NodeStream, openNodeStream } from "./node-client";
+
+export interface GenerateSampling {
+  max_tokens?: number;
+  temperature?: number;
+  top_p?: number;
+  stop?: string | string[];
+  seed?: number;
+  logprobs?: number;
+}
+
+export interface GenerateOptions {
+  variant: ModelVariant;
+  prompts: Segment[][];
+  images: PreparedImage[];
+  sampling: GenerateSampling;
+  /** Aborted when the client goes away: cancels the node request. */
+  signal: AbortSignal;
+}
+
+export interface Generation {
+  stream: NodeStream;
+  /** Must be called when the stream is finished with (the router counts in-flight work per node). */
+  release: () => void;
+  queueMs: number;
+}
+
+const DEFAULT_MAX_TOKENS = 256;
+
+export async function generate(c: Context<AppEnv>, options: GenerateOptions): Promise<Generation> {
+  const secret = c.env.NODE_SECRET;
+  if (!secret) throw new ApiError("no_capacity", "No model servers are configured.", { retryAfter: 30 });
+  const { sampling } = options;
+  const header: GenerateHeaderInput = {
+    version: PROTOCOL_VERSION,
+    request_id: c.get("requestId"),
+    variant: options.variant,
+    prompts: options.prompts,
+    images: await describeTensors(options.images.map((i) => ({ dtype: "f16" as const, bytes: i.tensor, sha256: i.sha256 }))),
+    sampling: {
+      max_tokens: sampling.max_tokens ?? DEFAULT_MAX_TOKENS,
+      temperature: sampling.temperature ?? 0,
+      top_p: sampling.top_p ?? 1,
+      stop: sampling.stop === undefined ? [] : Array.isArray(sampling.stop) ? sampling.stop : [sampling.stop],
+      ...(sampling.seed !== undefined ? { seed: sampling.seed } : {}),
+      ...(sampling.logprobs !== undefined ? { logprobs: sampling.logprobs } : {}),
+    },
+  };
+  const tensors = options.images.map((i) => i.tensor);
+  const started = performance.now();
+  try {
+    const routed = await getPoolRouter(c.env).dispatch({
+      variant: options.variant,
+      region: c.req.raw.cf as CallerLocation | undefined,
+      signal: options.signal,
+      hedgeAfterMs: c.get("config").pool.hedgeAfterMs,
+      attempt: (node, signal) => openNodeStream({ node, secret, header, tensors, signal }),
+      discard: (s: NodeStream) => {
+        s.events.cancel().catch(() => {});
+      },
+    });
+    return { stream: routed.value, release: routed.release, queueMs: performance.now() - started };
+  } catch (err) {
+    if (err instanceof NodeCallError) {
+      throw new ApiError("node_error", "The model server could not process the request.", { cause: err });
+    }
+    throw err;
+  }
+}
