@@ -1,23 +1,84 @@
 /**
- * `npm start`: the edge under `wrangler dev` on 127.0.0.1:8787 (local workerd, offline), with a
- * development token, then a ready-to-run curl. Ctrl-C (or SIGTERM) stops everything.
+ * `npm start`: the edge under `wrangler dev` on 127.0.0.1:8787 (local workerd, offline) and one local
+ * GPU node with the simulated engine (a test instrument: no model runs) registered to it, then a
+ * development key and a ready-to-run curl. Ctrl-C (or SIGTERM) stops both; a second Ctrl-C at once.
  *
- * The token comes from QVL_DEV_KEY when set, else a fresh random one; it is printed on a line of its
- * own as `QVL_DEV_KEY=<key>`.
+ * The key comes from QVL_DEV_KEY when set, else a fresh random one; it is printed on a line of its own
+ * as `QVL_DEV_KEY=<key>`. PORT and NODE_PORT move the edge and the node.
  */
-import { spawn } from "node:child_process";
+import { type ChildProcess, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { fileURLToPath } from "node:url";
 
 const HOST = "127.0.0.1";
 const PORT = Number(process.env.PORT ?? 8787);
-const ORIGIN = `http://${HOST}:${PORT}`;
+const NODE_PORT = Number(process.env.NODE_PORT ?? 8400);
+const EDGE = `http://${HOST}:${PORT}`;
 const root = fileURLToPath(new URL("..", import.meta.url));
 const key = process.env.QVL_DEV_KEY || `qvl_dev_${randomBytes(18).toString("base64url")}`;
+const nodeSecret = randomBytes(24).toString("base64url");
 
-const wrangler = spawn(
-  "npx",
-  [
+const children: ChildProcess[] = [];
+
+function run(name: string, command: string, args: string[], env: NodeJS.ProcessEnv = {}): ChildProcess {
+  const child = spawn(command, args, { cwd: root, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, ...env } });
+  const prefix = (d: Buffer) =>
+    d
+      .toString()
+      .split("\n")
+      .filter((l) => l.trim())
+      .map((l) => `[${name}] ${l}\n`)
+      .join("");
+  child.stdout?.on("data", (d: Buffer) => process.stderr.write(prefix(d)));
+  child.stderr?.on("data", (d: Buffer) => process.stderr.write(prefix(d)));
+  child.on("exit", (code, signal) => {
+    if (!stopping) {
+      process.stderr.write(`${name} exited (${signal ?? code}); stopping.\n`);
+      stop("SIGTERM", 1);
+    }
+  });
+  children.push(child);
+  return child;
+}
+
+let stopping = false;
+function stop(signal: NodeJS.Signals, exitCode = 128 + (signal === "SIGINT" ? 2 : 15)): void {
+  if (stopping) {
+    for (const c of children) c.kill("SIGKILL"); // a second Ctrl-C: at once
+    process.exit(exitCode);
+  }
+  stopping = true;
+  process.exitCode = exitCode;
+  // The node first (it drains and deregisters from the edge), then the edge.
+  const [edge, ...rest] = children;
+  for (const c of rest) c.kill("SIGTERM");
+  const edgeDown = () => edge?.kill("SIGTERM");
+  Promise.all(rest.map((c) => new Promise((r) => (c.exitCode !== null ? r(null) : c.on("exit", r))))).then(edgeDown);
+  setTimeout(() => {
+    for (const c of children) c.kill("SIGKILL");
+    process.exit(exitCode);
+  }, 10_000).unref();
+  Promise.all(children.map((c) => new Promise((r) => (c.exitCode !== null ? r(null) : c.on("exit", r))))).then(() => process.exit(exitCode));
+}
+process.on("SIGINT", () => stop("SIGINT"));
+process.on("SIGTERM", () => stop("SIGTERM"));
+
+async function waitFor(what: string, check: () => Promise<boolean>, ms: number): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (Date.now() < deadline) {
+    if (stopping) throw new Error("stopping");
+    try {
+      if (await check()) return;
+    } catch {
+      // not up yet
+    }
+    await new Promise((r) => setTimeout(r, 300));
+  }
+  throw new Error(`${what} did not come up within ${ms / 1000} s`);
+}
+
+async function main(): Promise<void> {
+  run("edge", "npx", [
     "wrangler",
     "dev",
     "--ip",
@@ -27,65 +88,64 @@ const wrangler = spawn(
     "--var",
     `EDGE_API_KEY:${key}`,
     "--var",
+    `NODE_SECRET:${nodeSecret}`,
+    "--var",
     "ALLOW_HTTP_LOOPBACK:true",
     "--show-interactive-dev-session=false",
-  ],
-  {
-    cwd: root,
-    stdio: ["ignore", "pipe", "pipe"],
-    env: { ...process.env, WRANGLER_SEND_METRICS: "false", CLOUDFLARE_CF_FETCH_ENABLED: "false" },
-  },
-);
-wrangler.stdout.on("data", (d) => process.stderr.write(d));
-wrangler.stderr.on("data", (d) => process.stderr.write(d));
+  ], { WRANGLER_SEND_METRICS: "false", CLOUDFLARE_CF_FETCH_ENABLED: "false" });
+  await waitFor("the edge", async () => (await fetch(`${EDGE}/healthz`, { signal: AbortSignal.timeout(1000) })).ok, 90_000);
 
-let stopping = false;
-function stop(signal: NodeJS.Signals): void {
-  if (stopping) {
-    wrangler.kill("SIGKILL"); // a second Ctrl-C: at once
-    return;
-  }
-  stopping = true;
-  wrangler.kill("SIGTERM");
-  setTimeout(() => wrangler.kill("SIGKILL"), 5000).unref();
-  process.exitCode = 128 + (signal === "SIGINT" ? 2 : 15);
-}
-process.on("SIGINT", () => stop("SIGINT"));
-process.on("SIGTERM", () => stop("SIGTERM"));
-wrangler.on("exit", (code) => process.exit(stopping ? (process.exitCode ?? 0) : (code ?? 1)));
+  run("node", process.execPath, [
+    "gpu-node/bin/gpu-node.mjs",
+    "serve",
+    "--engine",
+    "simulated",
+    "--host",
+    HOST,
+    "--port",
+    String(NODE_PORT),
+    "--node-secret",
+    nodeSecret,
+    "--edge",
+    EDGE,
+    "--node-id",
+    "local-simulated",
+    "--heartbeat-ms",
+    "2000",
+  ]);
+  const auth = { authorization: `Bearer ${key}` };
+  await waitFor(
+    "the GPU node's registration",
+    async () => {
+      const res = await fetch(`${EDGE}/v1/models`, { headers: auth, signal: AbortSignal.timeout(1000) });
+      return res.ok && ((await res.json()) as { data: unknown[] }).data.length > 0;
+    },
+    60_000,
+  );
 
-async function waitForHealth(deadlineMs: number): Promise<boolean> {
-  while (Date.now() < deadlineMs) {
-    try {
-      const res = await fetch(`${ORIGIN}/healthz`, { signal: AbortSignal.timeout(1000) });
-      if (res.ok) return true;
-    } catch {
-      // not up yet
-    }
-    await new Promise((r) => setTimeout(r, 300));
-  }
-  return false;
-}
-
-if (await waitForHealth(Date.now() + 60_000)) {
   const photo = "test/fixtures/images/exif_rot6_4032x3024.jpg";
   process.stdout.write(
     [
       "",
-      `The edge is up on ${ORIGIN}. Development key (bearer token for /v1/tensors):`,
+      `The edge is up on ${EDGE} with one local GPU node (engine: simulated — a test instrument, no model runs).`,
+      "Development key (every client route):",
       `QVL_DEV_KEY=${key}`,
       "",
-      "See what the model sees (448x448 RGB after EXIF orientation and Pillow-exact resize):",
-      `curl -sS -X POST '${ORIGIN}/v1/tensors?format=u8' -H 'Authorization: Bearer ${key}' \\`,
-      `  -H 'Content-Type: image/jpeg' --data-binary @${photo} -o /tmp/qvl-tensor.u8 -D -`,
+      "Stream a caption of a bundled phone photo (EXIF-rotated, 12 MP):",
+      `curl -N '${EDGE}/v1/captions?stream=true' -H 'Authorization: Bearer ${key}' -H 'Content-Type: image/jpeg' --data-binary @${photo}`,
       "",
-      "The normalized float16 tensor the GPU node receives:",
-      `curl -sS -X POST '${ORIGIN}/v1/tensors?format=f16' -H 'Authorization: Bearer ${key}' \\`,
-      `  -H 'Content-Type: image/jpeg' --data-binary @${photo} -o /tmp/qvl-tensor.f16 -D -`,
+      "Find something in it (boxes in the photo's own pixels):",
+      `curl '${EDGE}/v1/grounding?expression=the%20sky' -H 'Authorization: Bearer ${key}' -H 'Content-Type: image/jpeg' --data-binary @${photo}`,
+      "",
+      "Or use the official OpenAI client with baseURL " + `${EDGE}/v1 and apiKey $QVL_DEV_KEY (model qwen-vl-chat).`,
       "",
     ].join("\n"),
   );
-} else {
-  process.stderr.write(`The edge did not answer ${ORIGIN}/healthz within 60 s.\n`);
-  stop("SIGTERM");
 }
+
+main().catch((err) => {
+  if (!stopping) {
+    process.stderr.write(`npm start: ${(err as Error).message}\n`);
+    stop("SIGTERM", 1);
+  }
+});

@@ -455,6 +455,9 @@ const ZH_FILLER = ["这是模拟的回答，不描述图片内容。", "校验�
 function groundingLabel(text: string, chinese: boolean): string {
   const refs = [...text.matchAll(/<ref>([^<]{1,64})<\/ref>/g)];
   if (refs.length > 0) return refs[refs.length - 1][1].trim() || "object";
+  // Qwen-VL-Chat style instructions quote the expression: 输出"…"的检测框 / Output the bounding box of "…".
+  const quoted = /["“]([^"”\n]{1,64})["”]/.exec(text);
+  if (quoted) return quoted[1].trim() || (chinese ? "物体" : "object");
   const zh = /框出(?:图中|图片中)?(.{1,16}?)(?:的位置|的检测框|[，。？！,.?!]|$)/.exec(text) ?? /(.{1,16}?)的检测框/.exec(text);
   if (zh) return zh[1].trim() || "物体";
   const en = /(?:bounding box (?:of|for|around)|detect|locate|find)\s+(?:the\s+)?([a-z][a-z -]{0,30}?)(?:[.,?!]|\s+in\b|$)/i.exec(text);
