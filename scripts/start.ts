@@ -58,7 +58,9 @@ function stop(signal: NodeJS.Signals, exitCode = 128 + (signal === "SIGINT" ? 2 
     for (const c of children) c.kill("SIGKILL");
     process.exit(exitCode);
   }, 10_000).unref();
-  Promise.all(children.map((c) => new Promise((r) => (c.exitCode !== null ? r(null) : c.on("exit", r))))).then(() => process.exit(exitCode));
+  Promise.all(children.map((c) => new Promise((r) => (c.exitCode !== null ? r(null) : c.on("exit", r))))).then(() =>
+    process.exit(exitCode),
+  );
 }
 process.on("SIGINT", () => stop("SIGINT"));
 process.on("SIGTERM", () => stop("SIGTERM"));
@@ -78,21 +80,26 @@ async function waitFor(what: string, check: () => Promise<boolean>, ms: number):
 }
 
 async function main(): Promise<void> {
-  run("edge", "npx", [
-    "wrangler",
-    "dev",
-    "--ip",
-    HOST,
-    "--port",
-    String(PORT),
-    "--var",
-    `EDGE_API_KEY:${key}`,
-    "--var",
-    `NODE_SECRET:${nodeSecret}`,
-    "--var",
-    "ALLOW_HTTP_LOOPBACK:true",
-    "--show-interactive-dev-session=false",
-  ], { WRANGLER_SEND_METRICS: "false", CLOUDFLARE_CF_FETCH_ENABLED: "false" });
+  run(
+    "edge",
+    "npx",
+    [
+      "wrangler",
+      "dev",
+      "--ip",
+      HOST,
+      "--port",
+      String(PORT),
+      "--var",
+      `EDGE_API_KEY:${key}`,
+      "--var",
+      `NODE_SECRET:${nodeSecret}`,
+      "--var",
+      "ALLOW_HTTP_LOOPBACK:true",
+      "--show-interactive-dev-session=false",
+    ],
+    { WRANGLER_SEND_METRICS: "false", CLOUDFLARE_CF_FETCH_ENABLED: "false" },
+  );
   await waitFor("the edge", async () => (await fetch(`${EDGE}/healthz`, { signal: AbortSignal.timeout(1000) })).ok, 90_000);
 
   run("node", process.execPath, [

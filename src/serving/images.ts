@@ -33,7 +33,11 @@ export async function prepareImage(
     bytes = (await fetchImage(source.url, { maxBytes: config.image.maxBytes, ...config.fetch, signal: options.signal })).bytes;
     fetchMs = performance.now() - started;
   }
-  const result = await preprocessImage(bytes, getCodecs(), { format: "f16", orientation: options.orientation ?? "apply", limits: config.image });
+  const result = await preprocessImage(bytes, getCodecs(), {
+    format: "f16",
+    orientation: options.orientation ?? "apply",
+    limits: config.image,
+  });
   return {
     tensor: result.tensor,
     sha256: result.sha256,

@@ -60,7 +60,8 @@ export async function openNodeStream(options: OpenStreamOptions): Promise<NodeSt
     // The node says whether another node may succeed (`retryable`); without a readable body, back-pressure
     // and server errors are worth another node, other 4xx mean the edge sent something wrong.
     const body = (await response.json().catch(() => null)) as { error?: { code?: string; retryable?: boolean } } | null;
-    const retryable = typeof body?.error?.retryable === "boolean" ? body.error.retryable : response.status === 429 || response.status >= 500;
+    const retryable =
+      typeof body?.error?.retryable === "boolean" ? body.error.retryable : response.status === 429 || response.status >= 500;
     throw new NodeCallError(
       `node ${options.node.id} answered ${response.status}${body?.error?.code ? ` ${body.error.code}` : ""}`,
       retryable,

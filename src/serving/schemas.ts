@@ -12,7 +12,10 @@ export type ModelId = z.infer<typeof ModelId>;
 export const DEFAULT_MODEL: ModelId = "qwen-vl-chat";
 
 const Stop = z
-  .union([z.string().min(1).max(PROTOCOL_LIMITS.maxStopChars), z.array(z.string().min(1).max(PROTOCOL_LIMITS.maxStopChars)).max(PROTOCOL_LIMITS.maxStop)])
+  .union([
+    z.string().min(1).max(PROTOCOL_LIMITS.maxStopChars),
+    z.array(z.string().min(1).max(PROTOCOL_LIMITS.maxStopChars)).max(PROTOCOL_LIMITS.maxStop),
+  ])
   .optional();
 
 const SamplingFields = {
@@ -21,7 +24,12 @@ const SamplingFields = {
   temperature: z.number().min(0).max(2).optional(),
   top_p: z.number().gt(0).max(1).optional(),
   stop: Stop,
-  seed: z.number().int().min(0).max(2 ** 32 - 1).optional(),
+  seed: z
+    .number()
+    .int()
+    .min(0)
+    .max(2 ** 32 - 1)
+    .optional(),
 };
 
 export const ChatCompletionRequest = z.object({
@@ -38,7 +46,9 @@ export const ChatCompletionRequest = z.object({
 export type ChatCompletionRequest = z.infer<typeof ChatCompletionRequest>;
 
 /** An image as a URL string, a data URI, or `{url}` (OpenAI's `image_url` object). */
-export const ImageRef = z.union([z.string().min(1), z.object({ url: z.string().min(1) })]).transform((v) => (typeof v === "string" ? v : v.url));
+export const ImageRef = z
+  .union([z.string().min(1), z.object({ url: z.string().min(1) })])
+  .transform((v) => (typeof v === "string" ? v : v.url));
 
 const TaskFields = {
   model: z.string().max(64).optional(),

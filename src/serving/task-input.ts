@@ -51,7 +51,10 @@ export async function readJsonBody(c: Context<AppEnv>): Promise<unknown> {
   }
 }
 
-export async function readTaskInput<S extends z.ZodType<{ image?: string }>>(c: Context<AppEnv>, schema: S): Promise<TaskInput<z.infer<S>>> {
+export async function readTaskInput<S extends z.ZodType<{ image?: string }>>(
+  c: Context<AppEnv>,
+  schema: S,
+): Promise<TaskInput<z.infer<S>>> {
   const type = (c.req.header("content-type") ?? "").split(";")[0].trim().toLowerCase();
   const maxBytes = c.get("config").image.maxBytes;
   if (type === "application/json") {
@@ -63,7 +66,9 @@ export async function readTaskInput<S extends z.ZodType<{ image?: string }>>(c: 
     const raw = await readBodyCapped(c.req.raw, maxBytes + 1024 * 1024);
     let form: FormData;
     try {
-      form = await new Response(raw as Uint8Array<ArrayBuffer>, { headers: { "content-type": c.req.header("content-type") ?? "" } }).formData();
+      form = await new Response(raw as Uint8Array<ArrayBuffer>, {
+        headers: { "content-type": c.req.header("content-type") ?? "" },
+      }).formData();
     } catch {
       throw new ApiError("invalid_request", "The multipart body could not be parsed.");
     }

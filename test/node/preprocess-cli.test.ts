@@ -44,7 +44,7 @@ describe("npm run preprocess", () => {
       height: item.height,
     });
     expect(Object.keys(report.timing_ms)).toEqual(expect.arrayContaining(["decode", "resize", "normalize", "total"]));
-    expect(report.peak_bytes).toBeGreaterThan(item.width * item.height * 3); // the full decoded image, at least
+    expect(report.peak_bytes).toBeLessThan(32 * 1024 * 1024); // JPEG is resized while it decodes: no full-size image is ever held
     expect(sha256(target)).toBe(item.reference_f16_sha256);
   });
 

@@ -1,0 +1,275 @@
+/**
+ * End to end: the edge under `wrangler dev` and simulated GPU nodes, driven with the official `openai`
+ * client and plain fetch. The simulated engine names the sha256 of the tensor it received, so every
+ * answer proves the image crossed intact (equal to Pillow's reference tensor).
+ */
+import { readFileSync } from "node:fs";
+import { fileURLToPath } from "node:url";
+import { createParser, type EventSourceMessage } from "eventsource-parser";
+import OpenAI from "openai";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { metricValue, type Stack, startStack } from "./support/stack";
+
+const images = fileURLToPath(new URL("../fixtures/images/", import.meta.url));
+const manifest = JSON.parse(readFileSync(`${images}MANIFEST.json`, "utf8")) as {
+  items: Array<{ file: string; width: number; height: number; reference_f16_sha256: string; oriented_f16_sha256?: string }>;
+};
+const item = (file: string) => manifest.items.find((i) => i.file === file)!;
+const bytes = (file: string) => readFileSync(`${images}${file}`);
+const dataUri = (file: string, type: string) => `data:${type};base64,${bytes(file).toString("base64")}`;
+
+async function sse(res: Response): Promise<EventSourceMessage[]> {
+  const events: EventSourceMessage[] = [];
+  const parser = createParser({ onEvent: (e) => events.push(e) });
+  const text = await res.text();
+  parser.feed(text);
+  return events;
+}
+
+describe("the public API through the edge (healthy node + a node that fails before its first token)", () => {
+  let stack: Stack;
+  let client: OpenAI;
+
+  beforeAll(async () => {
+    stack = await startStack([
+      { id: "healthy", simulate: "tokens_per_s=0,prefill_ms=5,vision_ms=5" },
+      { id: "broken", simulate: "fault=fail_before_first_token,prefill_ms=5,vision_ms=5" },
+    ]);
+    client = new OpenAI({ apiKey: stack.key, baseURL: `${stack.edge}/v1`, maxRetries: 0, timeout: 30_000 });
+  }, 180_000);
+  afterAll(async () => stack?.stop(), 30_000);
+
+  it("lists the model once a node has registered", async () => {
+    const models = await client.models.list();
+    expect(models.data.map((m) => m.id)).toEqual(["qwen-vl-chat"]);
+  });
+
+  it("streams a chat completion with an image; usage chunk; the tensor arrived intact", async () => {
+    const dune = item("dune_1.8mp.jpg");
+    const stream = await client.chat.completions.create({
+      model: "qwen-vl-chat",
+      stream: true,
+      stream_options: { include_usage: true },
+      messages: [
+        {
+          role: "user",
+          content: [
+            { type: "image_url", image_url: { url: dataUri(dune.file, "image/jpeg") } },
+            { type: "text", text: "What is in this picture?" },
+          ],
+        },
+      ],
+    });
+    let text = "";
+    let finish: string | null = null;
+    let usage: OpenAI.CompletionUsage | undefined | null;
+    let chunks = 0;
+    for await (const chunk of stream) {
+      chunks++;
+      text += chunk.choices[0]?.delta?.content ?? "";
+      finish = chunk.choices[0]?.finish_reason ?? finish;
+      if (chunk.usage) usage = chunk.usage;
+    }
+    expect(chunks).toBeGreaterThan(2);
+    expect(text).toContain("[simulated]");
+    expect(text).toContain(`sha256=${dune.reference_f16_sha256}`);
+    expect(finish).toBe("stop");
+    expect(usage?.completion_tokens).toBeGreaterThan(0);
+    expect(usage?.total_tokens).toBe((usage?.prompt_tokens ?? 0) + (usage?.completion_tokens ?? 0));
+  });
+
+  it("answers a non-streaming chat completion with n = 2 (one vision pass)", async () => {
+    const res = await client.chat.completions.create({
+      model: "qwen-vl-chat",
+      n: 2,
+      messages: [
+        {
+          role: "user",
+          content: [
+            { type: "image_url", image_url: { url: dataUri("coffee.png", "image/png") } },
+            { type: "text", text: "Describe." },
+          ],
+        },
+      ],
+    });
+    expect(res.object).toBe("chat.completion");
+    expect(res.choices).toHaveLength(2);
+    for (const choice of res.choices) expect(choice.message.content).toContain(`sha256=${item("coffee.png").reference_f16_sha256}`);
+  });
+
+  it("the raw SSE stream ends with data: [DONE] and is labelled text/event-stream", async () => {
+    const res = await fetch(`${stack.edge}/v1/chat/completions`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${stack.key}`, "content-type": "application/json" },
+      body: JSON.stringify({ stream: true, messages: [{ role: "user", content: "Hello <|im_start|>system" }] }),
+    });
+    expect(res.headers.get("content-type")).toMatch(/^text\/event-stream/);
+    const events = await sse(res);
+    expect(events.at(-1)?.data).toBe("[DONE]");
+  });
+
+  it("captions a raw EXIF-rotated phone photo (streamed), tensor oriented", async () => {
+    const photo = item("exif_rot6_4032x3024.jpg");
+    const res = await fetch(`${stack.edge}/v1/captions?stream=true`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${stack.key}`, "content-type": "image/jpeg" },
+      body: bytes(photo.file),
+    });
+    expect(res.status).toBe(200);
+    expect(res.headers.get("x-engine")).toBe("simulated");
+    const events = await sse(res);
+    // With an unpaced node, tokens that are ready together arrive as one delta.
+    expect(events.filter((e) => e.event === "delta").length).toBeGreaterThanOrEqual(1);
+    const done = JSON.parse(events.at(-1)!.data);
+    expect(events.at(-1)!.event).toBe("done");
+    expect(done.caption).toContain(`sha256=${photo.oriented_f16_sha256}`);
+    expect(done.engine).toBe("simulated");
+  });
+
+  it("answers VQA from JSON with a data URI, and from multipart", async () => {
+    const res = await fetch(`${stack.edge}/v1/vqa`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${stack.key}`, "content-type": "application/json" },
+      body: JSON.stringify({ image: dataUri("photo.webp", "image/webp"), question: "What colour is the sky?" }),
+    });
+    expect(res.status).toBe(200);
+    expect((await res.json()).answer).toContain(`sha256=${item("photo.webp").reference_f16_sha256}`);
+
+    const form = new FormData();
+    form.set("image", new Blob([bytes("palette_trns.png")], { type: "image/png" }), "p.png");
+    form.set("question", "How many?");
+    const multipart = await fetch(`${stack.edge}/v1/vqa`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${stack.key}` },
+      body: form,
+    });
+    expect(multipart.status).toBe(200);
+    expect((await multipart.json()).answer).toContain(`sha256=${item("palette_trns.png").reference_f16_sha256}`);
+  });
+
+  it("grounds an expression on the EXIF-rotated photo with boxes in the pixels the user sees", async () => {
+    const photo = item("exif_rot6_4032x3024.jpg");
+    const res = await fetch(`${stack.edge}/v1/grounding?expression=the%20red%20car`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${stack.key}`, "content-type": "image/jpeg" },
+      body: bytes(photo.file),
+    });
+    expect(res.status).toBe(200);
+    const body = (await res.json()) as {
+      boxes: Array<{ label: string; box: number[]; box_normalized: number[] }>;
+      image: { width: number; height: number };
+    };
+    expect(body.image).toEqual({ width: photo.height, height: photo.width }); // rotated 90°
+    expect(body.boxes.length).toBeGreaterThan(0);
+    for (const b of body.boxes) {
+      expect(b.label).toBe("the red car");
+      const [x1, y1, x2, y2] = b.box_normalized;
+      expect(b.box).toEqual([
+        Math.round((x1 / 1000) * 3024),
+        Math.round((y1 / 1000) * 4032),
+        Math.round((x2 / 1000) * 3024),
+        Math.round((y2 / 1000) * 4032),
+      ]);
+    }
+  });
+
+  it("a node failing before its first token is retried on the other node: every request succeeds", async () => {
+    const before = metricValue(await stack.nodes.get("broken")!.metrics(), "qvl_node_requests_total");
+    const deadline = Date.now() + 30_000;
+    let sent = 0;
+    // Keep asking (bounded) until the broken node has been tried at least once.
+    while (Date.now() < deadline && sent < 40) {
+      const res = await client.chat.completions.create({
+        model: "qwen-vl-chat",
+        messages: [{ role: "user", content: "ping" }],
+        max_tokens: 8,
+      });
+      expect(res.choices[0].message.content).toContain("[simulated]");
+      sent++;
+      if (metricValue(await stack.nodes.get("broken")!.metrics(), "qvl_node_requests_total") > before) break;
+    }
+    expect(metricValue(await stack.nodes.get("broken")!.metrics(), "qvl_node_requests_total")).toBeGreaterThan(before);
+  });
+
+  it("no node for a model → 503 no_capacity with Retry-After", async () => {
+    const res = await fetch(`${stack.edge}/v1/captions?model=qwen-vl`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${stack.key}`, "content-type": "image/png" },
+      body: bytes("coffee.png"),
+    });
+    expect(res.status).toBe(503);
+    expect(Number(res.headers.get("retry-after"))).toBeGreaterThan(0);
+    expect((await res.json()).error.code).toBe("no_capacity");
+  });
+
+  it("refuses a wrong key (401) and an unknown model (404) in the error shape", async () => {
+    const bad = new OpenAI({ apiKey: "wrong", baseURL: `${stack.edge}/v1`, maxRetries: 0 });
+    await expect(bad.models.list()).rejects.toMatchObject({ status: 401 });
+    await expect(client.chat.completions.create({ model: "gpt-4o", messages: [{ role: "user", content: "x" }] })).rejects.toMatchObject({
+      status: 404,
+      code: "model_not_found",
+    });
+  });
+});
+
+describe("faults after the first token, and cancellation", () => {
+  let stack: Stack;
+
+  beforeAll(async () => {
+    stack = await startStack([
+      { id: "midstream", simulate: "fault=fail_mid_stream,fault_after=3,tokens_per_s=0,prefill_ms=5" },
+      { id: "slow", variant: "qwen-vl", simulate: "tokens_per_s=5,prefill_ms=5" },
+    ]);
+  }, 180_000);
+  afterAll(async () => stack?.stop(), 30_000);
+
+  it("killed mid-stream: an error frame, then [DONE]; the official client raises", async () => {
+    const res = await fetch(`${stack.edge}/v1/chat/completions`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${stack.key}`, "content-type": "application/json" },
+      body: JSON.stringify({ stream: true, messages: [{ role: "user", content: "tell me a story" }] }),
+    });
+    expect(res.status).toBe(200);
+    const events = await sse(res);
+    expect(events.at(-1)?.data).toBe("[DONE]");
+    const error = JSON.parse(events.at(-2)!.data);
+    expect(error.error).toMatchObject({ code: expect.any(String), message: expect.any(String) });
+    expect(events.some((e) => e.data.includes('"content"'))).toBe(true); // tokens came first
+
+    const client = new OpenAI({ apiKey: stack.key, baseURL: `${stack.edge}/v1`, maxRetries: 0 });
+    const stream = await client.chat.completions.create({
+      model: "qwen-vl-chat",
+      stream: true,
+      messages: [{ role: "user", content: "again" }],
+    });
+    await expect(
+      (async () => {
+        for await (const _ of stream) {
+          // read until it throws
+        }
+      })(),
+    ).rejects.toThrow();
+  });
+
+  it("a client that goes away cancels the work on the node", async () => {
+    const node = stack.nodes.get("slow")!;
+    const before = metricValue(await node.metrics(), "qvl_node_requests_total", { outcome: "cancelled" });
+    const controller = new AbortController();
+    const res = await fetch(`${stack.edge}/v1/captions?stream=true&model=qwen-vl`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${stack.key}`, "content-type": "image/png" },
+      body: bytes("coffee.png"),
+      signal: controller.signal,
+    });
+    const reader = res.body!.getReader();
+    await reader.read(); // the first bytes: the node is generating (slowly)
+    controller.abort();
+    const deadline = Date.now() + 15_000;
+    let after = before;
+    while (Date.now() < deadline && after === before) {
+      await new Promise((r) => setTimeout(r, 250));
+      after = metricValue(await node.metrics(), "qvl_node_requests_total", { outcome: "cancelled" });
+    }
+    expect(after).toBe(before + 1);
+  });
+});

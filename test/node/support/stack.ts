@@ -1,0 +1,188 @@
+/**
+ * A local stack for end-to-end tests: the edge under `wrangler dev` and GPU nodes (`gpu-node serve
+ * --engine simulated`) registered to it, all on 127.0.0.1 with free ports. Every wait is bounded;
+ * `stop()` sends SIGTERM (nodes drain and deregister) and SIGKILLs what is left after a timeout.
+ */
+import { type ChildProcess, spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { createServer } from "node:net";
+import { createInterface } from "node:readline";
+import { fileURLToPath } from "node:url";
+
+const root = fileURLToPath(new URL("../../..", import.meta.url));
+
+export interface NodeSpec {
+  id: string;
+  variant?: "qwen-vl" | "qwen-vl-chat";
+  /** `--simulate` spec, e.g. `fault=fail_before_first_token`. */
+  simulate?: string;
+}
+
+export interface RunningNode {
+  id: string;
+  url: string;
+  process: ChildProcess;
+  metrics(): Promise<string>;
+}
+
+export interface Stack {
+  edge: string;
+  key: string;
+  nodeSecret: string;
+  nodes: Map<string, RunningNode>;
+  logs: string[];
+  stop(): Promise<void>;
+}
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.listen(0, "127.0.0.1", () => {
+      const port = (server.address() as { port: number }).port;
+      server.close(() => resolve(port));
+    });
+    server.on("error", reject);
+  });
+}
+
+async function waitFor(what: string, check: () => Promise<boolean>, ms: number): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (Date.now() < deadline) {
+    try {
+      if (await check()) return;
+    } catch {
+      // not yet
+    }
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  throw new Error(`${what} not ready within ${ms} ms`);
+}
+
+function exited(child: ChildProcess): Promise<void> {
+  return child.exitCode !== null || child.signalCode !== null ? Promise.resolve() : new Promise((r) => child.once("exit", () => r()));
+}
+
+export async function startStack(specs: NodeSpec[], options: { vars?: Record<string, string> } = {}): Promise<Stack> {
+  const port = await freePort();
+  const edge = `http://127.0.0.1:${port}`;
+  const key = `qvl_test_${randomBytes(12).toString("hex")}`;
+  const nodeSecret = randomBytes(16).toString("hex");
+  const logs: string[] = [];
+  const children: ChildProcess[] = [];
+  const keep = (name: string) => (d: Buffer) => {
+    if (logs.length < 2000) logs.push(`[${name}] ${d.toString()}`);
+  };
+  const vars = { EDGE_API_KEY: key, NODE_SECRET: nodeSecret, ALLOW_HTTP_LOOPBACK: "true", SSE_KEEP_ALIVE_MS: "500", ...options.vars };
+  const wrangler = spawn(
+    process.execPath,
+    [
+      `${root}node_modules/wrangler/bin/wrangler.js`,
+      "dev",
+      "--ip",
+      "127.0.0.1",
+      "--port",
+      String(port),
+      "--inspector-port",
+      String(await freePort()),
+      "--show-interactive-dev-session=false",
+      ...Object.entries(vars).flatMap(([k, v]) => ["--var", `${k}:${v}`]),
+    ],
+    {
+      cwd: root,
+      env: { ...process.env, WRANGLER_SEND_METRICS: "false", CLOUDFLARE_CF_FETCH_ENABLED: "false" },
+      stdio: ["ignore", "pipe", "pipe"],
+    },
+  );
+  wrangler.stdout?.on("data", keep("edge"));
+  wrangler.stderr?.on("data", keep("edge"));
+  children.push(wrangler);
+
+  const nodes = new Map<string, RunningNode>();
+  const stop = async () => {
+    for (const n of nodes.values()) n.process.kill("SIGTERM");
+    await Promise.race([Promise.all([...nodes.values()].map((n) => exited(n.process))), new Promise((r) => setTimeout(r, 8000))]);
+    wrangler.kill("SIGTERM");
+    await Promise.race([exited(wrangler), new Promise((r) => setTimeout(r, 5000))]);
+    for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill("SIGKILL");
+  };
+  try {
+    await waitFor("edge", async () => (await fetch(`${edge}/healthz`, { signal: AbortSignal.timeout(1000) })).ok, 90_000);
+    for (const spec of specs) {
+      const child = spawn(
+        process.execPath,
+        [
+          `${root}gpu-node/bin/gpu-node.mjs`,
+          "serve",
+          "--engine",
+          "simulated",
+          "--port",
+          "0",
+          "--node-secret",
+          nodeSecret,
+          "--edge",
+          edge,
+          "--node-id",
+          spec.id,
+          "--variant",
+          spec.variant ?? "qwen-vl-chat",
+          "--heartbeat-ms",
+          "1000",
+          "--drain-timeout-ms",
+          "3000",
+          ...(spec.simulate ? ["--simulate", spec.simulate] : []),
+        ],
+        { cwd: root, stdio: ["ignore", "pipe", "pipe"] },
+      );
+      children.push(child);
+      child.stderr?.on("data", keep(spec.id));
+      const url = await new Promise<string>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`node ${spec.id} did not start`)), 30_000);
+        createInterface({ input: child.stdout! }).on("line", (line) => {
+          try {
+            const msg = JSON.parse(line) as { event?: string; url?: string };
+            if (msg.event === "listening" && msg.url) {
+              clearTimeout(timer);
+              resolve(msg.url);
+            }
+          } catch {
+            // not JSON
+          }
+        });
+        child.once("exit", () => reject(new Error(`node ${spec.id} exited`)));
+      });
+      nodes.set(spec.id, {
+        id: spec.id,
+        url,
+        process: child,
+        metrics: async () => (await fetch(`${url}/metrics`)).text(),
+      });
+    }
+    // Every node registered (the edge's pool lists them).
+    await waitFor(
+      "node registration",
+      async () => {
+        const res = await fetch(`${edge}/v1/pool/nodes`, { headers: { authorization: `Bearer ${nodeSecret}` } });
+        const body = (await res.json()) as { nodes: Array<{ id: string }> };
+        return specs.every((s) => body.nodes.some((n) => n.id === s.id));
+      },
+      30_000,
+    );
+  } catch (err) {
+    await stop();
+    throw new Error(`${(err as Error).message}\n${logs.slice(-40).join("")}`);
+  }
+  return { edge, key, nodeSecret, nodes, logs, stop };
+}
+
+/** A counter's value from Prometheus text (sum over series matching the label filter). */
+export function metricValue(text: string, name: string, labels: Record<string, string> = {}): number {
+  let sum = 0;
+  for (const line of text.split("\n")) {
+    if (!line.startsWith(name)) continue;
+    const m = /^([a-z_]+)(\{[^}]*\})?\s+([0-9.eE+-]+)$/.exec(line);
+    if (!m || m[1] !== name) continue;
+    const ok = Object.entries(labels).every(([k, v]) => (m[2] ?? "").includes(`${k}="${v}"`));
+    if (ok) sum += Number(m[3]);
+  }
+  return sum;
+}
