@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build src/image/codecs/libjpeg-turbo/libjpeg-turbo.wasm: Debian's libjpeg-turbo 2.1.5 source package
 # (the library Pillow 9.4 links on Debian: libjpeg62-turbo) compiled with emscripten to a standalone
-# WebAssembly module, together with src/image/codecs/libjpeg-turbo/wrapper.c.
+# WebAssembly module, together with src/image/codecs/libjpeg-turbo/wrapper.c and resample.c (Pillow's
+# bicubic resampler, fed the decoded rows as they come).
 #
 #   bash scripts/build-libjpeg-wasm.sh           build, write the .wasm and its .sha256
 #   bash scripts/build-libjpeg-wasm.sh --check   rebuild into a temp dir, compare with the committed sha256
@@ -19,7 +20,7 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CODEC_DIR=$REPO/src/image/codecs/libjpeg-turbo
 WASM=$CODEC_DIR/libjpeg-turbo.wasm
 SHA_FILE=$CODEC_DIR/libjpeg-turbo.wasm.sha256
-WRAPPER=$CODEC_DIR/wrapper.c
+WRAPPER_SOURCES=(wrapper.c resample.c resample.h)
 
 MODE=build
 case "${1:-}" in
@@ -139,8 +140,12 @@ log "configuring (emcmake cmake)"
 )
 grep -q '#define JPEG_LIB_VERSION  62' "$BUILD_ROOT/build/jconfig.h" || { log "unexpected JPEG_LIB_VERSION"; exit 1; }
 
-EXPORTS='["_qvl_jpeg_create","_qvl_jpeg_destroy","_qvl_jpeg_info","_qvl_jpeg_error","_qvl_jpeg_error_code","_qvl_jpeg_abort","_qvl_jpeg_open","_qvl_jpeg_start","_qvl_jpeg_read","_qvl_jpeg_finish","_malloc","_free"]'
-cp "$WRAPPER" "$BUILD_ROOT/wrapper/wrapper.c"
+EXPORTS='["_qvl_jpeg_create","_qvl_jpeg_destroy","_qvl_jpeg_info","_qvl_jpeg_error","_qvl_jpeg_error_code","_qvl_jpeg_abort","_qvl_jpeg_open","_qvl_jpeg_start","_qvl_jpeg_read","_qvl_jpeg_finish","_qvl_jpeg_decode_resized","_malloc","_free"]'
+for f in "${WRAPPER_SOURCES[@]}"; do cp "$CODEC_DIR/$f" "$BUILD_ROOT/wrapper/$f"; done
+# Our own C (not libjpeg, which keeps the flags above): resample.c ports Pillow's double-precision
+# coefficient maths, so no FMA contraction (-ffp-contract=off; never -ffast-math); -msimd128 for its
+# integer inner loops (wasm SIMD: Node 20 and workerd run it; integer lanes, so results are exact).
+WRAPPER_CFLAGS="$CFLAGS -ffp-contract=off -msimd128"
 OUT=$BUILD_ROOT/out/libjpeg-turbo.wasm
 mkdir -p "$BUILD_ROOT/out"
 log "linking libjpeg-turbo.wasm"
@@ -148,9 +153,9 @@ log "linking libjpeg-turbo.wasm"
   cd "$BUILD_ROOT"
   # SUPPORT_LONGJMP=wasm: setjmp/longjmp via wasm exception handling (Node 20 and workerd run it), so
   # no JS invoke_* trampolines are needed and libjpeg errors unwind inside the module.
-  emcc $CFLAGS \
+  emcc $WRAPPER_CFLAGS \
     -I"$SRC" -I"$BUILD_ROOT/build" \
-    wrapper/wrapper.c build/libjpeg.a \
+    wrapper/wrapper.c wrapper/resample.c build/libjpeg.a \
     -sSTANDALONE_WASM=1 --no-entry \
     -sSUPPORT_LONGJMP=wasm \
     -sALLOW_MEMORY_GROWTH=1 \

@@ -7,7 +7,11 @@
  *    outcome as Pillow (same bytes, or an error where Pillow raises);
  *  - the bad fixtures fail with a JpegDecodeError, no crash; 1,000 failed decodes in a row leave the
  *    decoder working; the memory cap refuses a progressive file whose coefficient buffer exceeds it;
- *  - timings and peak wasm heap of full decodes of the big fixtures.
+ *  - decode + resize in the module (`decodeResized`, resample.c): every fixture in all 8 EXIF orientations
+ *    against Pillow's `im.transpose(...)` (as `ImageOps.exif_transpose` does it) + `convert("RGB")` +
+ *    `resize((448, 448), BICUBIC)`, plus sizes where Pillow skips a pass; the variants and bad files give
+ *    the same outcome through it as through the row API;
+ *  - timings and peak wasm heap of full decodes (row API) and of decodeResized for the big fixtures.
  *
  *   npx tsx scripts/check-libjpeg-wasm.ts [--fixtures DIR] [--bad DIR] [--python /usr/bin/python3]
  */
@@ -23,6 +27,7 @@ import {
   JpegDecodeError,
   type JpegDecoder,
   JpegErrorCode,
+  type JpegOrientation,
   type JpegScaleDenom,
   pillowDraftScale,
   toRgb,
@@ -89,6 +94,33 @@ for name in ("dune_1.8mp.jpg", "brushes_1.5mp_prog444.jpg", "gray.jpg", "cmyk.jp
     wr(stem + ".corrupt.jpg", corrupt(b, 0.5, 40))
 `;
 
+/**
+ * Pillow's reference for decodeResized: per file, per "orientation:width:height", sha256 of
+ * `transpose → convert("RGB") → resize(BICUBIC)`, or the error. argv: a JSON list of [path, [[o, w, h], ...]].
+ */
+const PILLOW_RESIZED = `
+import hashlib, json, sys
+from PIL import Image
+T = Image.Transpose
+METHOD = {2: T.FLIP_LEFT_RIGHT, 3: T.ROTATE_180, 4: T.FLIP_TOP_BOTTOM, 5: T.TRANSPOSE, 6: T.ROTATE_270, 7: T.TRANSVERSE, 8: T.ROTATE_90}
+out = {}
+for p, cases in json.loads(sys.argv[1]):
+    r = {}
+    for o, w, h in cases:
+        key = "%d:%d:%d" % (o, w, h)
+        try:
+            im = Image.open(p)
+            im.load()
+            if o != 1:
+                im = im.transpose(METHOD[o])
+            im = im.convert("RGB").resize((w, h), Image.BICUBIC)
+            r[key] = {"ok": True, "rgb": hashlib.sha256(im.tobytes()).hexdigest()}
+        except Exception as e:
+            r[key] = {"ok": False, "error": type(e).__name__ + ": " + str(e)}
+    out[p] = r
+json.dump(out, sys.stdout)
+`;
+
 interface Ref {
   ok: boolean;
   error?: string;
@@ -115,6 +147,55 @@ const fail = (msg: string): void => {
   failures++;
   console.log(`  FAIL ${msg}`);
 };
+
+type ResizeCase = [orientation: JpegOrientation, width: number, height: number];
+const ALL_ORIENTATIONS: JpegOrientation[] = [1, 2, 3, 4, 5, 6, 7, 8];
+
+/** decodeResized as Pillow's RGB bytes (gray replicated), or the JpegDecodeError. */
+function oursResized(
+  decoder: JpegDecoder,
+  bytes: Uint8Array,
+  [orientation, outWidth, outHeight]: ResizeCase,
+): { rgb?: string; error?: unknown } {
+  try {
+    const r = decoder.decodeResized(bytes, { orientation, outWidth, outHeight });
+    if (r.channels === 3) return { rgb: sha(r.data) };
+    const rgb = new Uint8Array(r.data.length * 3);
+    for (let i = 0; i < r.data.length; i++) rgb.fill(r.data[i], i * 3, i * 3 + 3);
+    return { rgb: sha(rgb) };
+  } catch (error) {
+    return { error };
+  }
+}
+
+/** Compare decodeResized with Pillow for each case; `noSimd` as in {@link compare}. */
+function compareResized(
+  label: string,
+  decoder: JpegDecoder,
+  bytes: Uint8Array,
+  cases: ResizeCase[],
+  refs: Record<string, { ok: boolean; rgb?: string; error?: string }>,
+  noSimd?: Record<string, { ok: boolean; rgb?: string }>,
+): string[] {
+  const notes: string[] = [];
+  for (const c of cases) {
+    const key = c.join(":");
+    const ref = refs[key];
+    const got = oursResized(decoder, bytes, c);
+    if (!ref) fail(`${label} ${key}: no Pillow reference`);
+    else if (!ref.ok) {
+      if (got.rgb) fail(`${label} ${key}: Pillow raised (${ref.error}) but we decoded`);
+      else if (!(got.error instanceof JpegDecodeError)) fail(`${label} ${key}: not a JpegDecodeError: ${String(got.error)}`);
+      else notes.push(`${key} both fail`);
+    } else if (!got.rgb) fail(`${label} ${key}: Pillow decoded, we threw ${String(got.error)}`);
+    else if (got.rgb === ref.rgb) notes.push(`${key} ok`);
+    else if (got.rgb === noSimd?.[key]?.rgb) {
+      notes.push(`${key} equals Pillow with JSIMD_FORCENONE=1`);
+      simdOnly++;
+    } else fail(`${label} ${key}: ${got.rgb.slice(0, 12)} vs Pillow ${ref.rgb!.slice(0, 12)}`);
+  }
+  return notes;
+}
 
 /** Our decode at 1/s: raw bytes in Pillow's terms (CMYK;I inverted to Pillow's CMYK) and convert("RGB"). */
 function ours(decoder: JpegDecoder, bytes: Uint8Array, s: JpegScaleDenom) {
@@ -228,6 +309,45 @@ async function main(): Promise<void> {
       if (failures === before) console.log(`  ok   ${basename(p)}: ${notes.join("; ")}`);
     }
 
+    console.log("\nDecode + resize in the module (decodeResized) vs Pillow's transpose + convert('RGB') + resize((w, h), BICUBIC)");
+    const t1 = performance.now();
+    const resizeCases = new Map<string, ResizeCase[]>();
+    for (const p of fixtures) {
+      const cases: ResizeCase[] = ALL_ORIENTATIONS.map((o) => [o, 448, 448]);
+      const r = refs[p]["1"];
+      if (r.ok && (r.width! < 2000 || ["gray", "cmyk"].some((n) => basename(p).includes(n)))) {
+        // sizes where Pillow skips the horizontal or the vertical pass (the side already has the output size)
+        for (const o of [1, 2, 3, 4, 5, 6, 7, 8] as JpegOrientation[]) {
+          const [ow, oh] = o >= 5 ? [r.height!, r.width!] : [r.width!, r.height!];
+          cases.push([o, ow, 97], [o, 61, oh]);
+        }
+      }
+      resizeCases.set(p, cases);
+    }
+    for (const p of variants)
+      resizeCases.set(p, [
+        [1, 448, 448],
+        [6, 448, 448],
+      ]);
+    for (const p of badFiles) resizeCases.set(p, [[1, 448, 448]]);
+    const resizedRefs = JSON.parse(python(PILLOW_RESIZED, [JSON.stringify([...resizeCases])])) as Record<
+      string,
+      Record<string, { ok: boolean; rgb?: string; error?: string }>
+    >;
+    const resizedNoSimd = JSON.parse(
+      python(PILLOW_RESIZED, [JSON.stringify([...resizeCases].filter(([p]) => p.includes(".corrupt.")))], { JSIMD_FORCENONE: "1" }),
+    ) as Record<string, Record<string, { ok: boolean; rgb?: string }>>;
+    console.log(`  (Pillow reference in ${((performance.now() - t1) / 1000).toFixed(1)} s)`);
+    for (const [p, cases] of resizeCases) {
+      if (badFiles.includes(p)) continue; // below
+      const before = failures;
+      const notes = compareResized(basename(p), decoder, readFileSync(p), cases, resizedRefs[p], resizedNoSimd[p]);
+      const okCount = notes.filter((n) => n.endsWith(" ok")).length;
+      const other = notes.filter((n) => !n.endsWith(" ok"));
+      if (failures === before)
+        console.log(`  ok   ${basename(p)}: ${okCount} of ${cases.length} identical${other.length ? `; ${other.join("; ")}` : ""}`);
+    }
+
     if (simdOnly > 0) {
       console.log(
         `  note: ${simdOnly} decode(s) of corrupt entropy data differ from Pillow as Debian ships it but equal Pillow with\n` +
@@ -256,7 +376,15 @@ async function main(): Promise<void> {
         const want = expected[basename(p)];
         if (!(e instanceof JpegDecodeError)) fail(`${basename(p)}: ${String(e)}`);
         else if (want !== undefined && e.code !== want) fail(`${basename(p)}: code ${e.code}, expected ${want} (${e.message})`);
-        else console.log(`  ok   ${basename(p)}: JpegDecodeError(${e.code}) "${e.message}" (Pillow: ${ref?.ok ? "decoded!" : ref?.error})`);
+        else {
+          const resized = oursResized(decoder, bytes, [6, 448, 448]).error;
+          if (!(resized instanceof JpegDecodeError) || resized.code !== e.code)
+            fail(`${basename(p)}: decodeResized gave ${String(resized)}`);
+          else
+            console.log(
+              `  ok   ${basename(p)}: JpegDecodeError(${e.code}) "${e.message}", decodeResized too (Pillow: ${ref?.ok ? "decoded!" : ref?.error})`,
+            );
+        }
       }
     }
 
@@ -267,7 +395,9 @@ async function main(): Promise<void> {
     let thrown = 0;
     for (let i = 0; i < 1000; i++) {
       try {
-        decodeJpeg(decoder, badBytes[i % badBytes.length]);
+        // alternately through the row API and through decodeResized (rotated)
+        if (i % 2) decodeJpeg(decoder, badBytes[i % badBytes.length]);
+        else decoder.decodeResized(badBytes[i % badBytes.length], { orientation: 6, outWidth: 448, outHeight: 448 });
       } catch (e) {
         if (e instanceof JpegDecodeError) thrown++;
         else throw e;
@@ -275,7 +405,10 @@ async function main(): Promise<void> {
     }
     if (thrown !== 1000) fail(`only ${thrown} of 1,000 bad decodes threw`);
     const after = ours(decoder, goodBytes, 1);
+    const afterResized = oursResized(decoder, goodBytes, [6, 448, 448]);
     if (after.rgb !== refs[good]["1"].rgb) fail("the good decode after 1,000 failures differs from Pillow");
+    else if (afterResized.rgb !== resizedRefs[good]["6:448:448"].rgb)
+      fail("the good decodeResized after 1,000 failures differs from Pillow");
     else
       console.log(
         `  ok   ${thrown} JpegDecodeErrors, then ${basename(good)} identical to Pillow; heap ${mib(heapBefore)} -> ${mib(decoder.heapBytes())}`,
@@ -349,6 +482,21 @@ async function main(): Promise<void> {
           );
           full.dispose();
         }
+        fresh.dispose();
+      }
+      for (const orientation of [1, 6] as const) {
+        // decode + resize to 448² inside the module: the whole preprocessing up to normalization
+        const fresh = await createJpegDecoder(module, { maxMemoryBytes: 256 * MiB });
+        const times: number[] = [];
+        let resampleBytes = 0;
+        for (let i = 0; i < 5; i++) {
+          const t = performance.now();
+          resampleBytes = fresh.decodeResized(bytes, { orientation, outWidth: 448, outHeight: 448 }).resampleBytes;
+          times.push(performance.now() - t);
+        }
+        cols.push(
+          `decodeResized o${orientation} ${median(times).toFixed(0)} ms, heap ${mib(fresh.heapBytes())} (resampler ${mib(resampleBytes)})`,
+        );
         fresh.dispose();
       }
       console.log(`  ${name}: ${cols.join("; ")}`);

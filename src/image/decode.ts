@@ -1,13 +1,17 @@
 /**
  * Decode: encoded bytes → `RgbPixels` (Pillow's `convert("RGB")`, described without copying where
- * possible). JPEG rows are pulled from libjpeg-turbo in chunks and converted as they arrive, so the
- * only full-size buffer is the RGB (or L) image itself; the [big-jpeg] work streams them straight
- * into the resampler.
+ * possible), for the JS resampler (PNG, WebP, GIF; JPEG too through {@link decodeImage}, which the
+ * tests use as the reference path).
+ *
+ * The pipeline decodes JPEG with {@link decodeJpegResized} instead: libjpeg-turbo's rows stream
+ * through Pillow's bicubic resampler inside the same wasm module (EXIF orientation applied there),
+ * so a JPEG never exists as a full-size image anywhere, only as a window of rows and the small output.
  */
 import { ApiError } from "../errors";
-import type { Codecs } from "./codecs/index";
 import { decodeGif } from "./codecs/gif";
+import type { Codecs } from "./codecs/index";
 import { JpegDecodeError } from "./codecs/libjpeg-turbo/index";
+import type { Orientation } from "./exif";
 import type { MemoryMeter } from "./memory";
 import type { RgbPixels } from "./pixels";
 import type { ImageInfo, ImageLimits } from "./probe";
@@ -15,7 +19,13 @@ import { invertedCmykToRgb } from "./to-rgb";
 
 const JPEG_ROWS_PER_READ = 16;
 
-export async function decodeImage(bytes: Uint8Array, info: ImageInfo, codecs: Codecs, limits: ImageLimits, meter: MemoryMeter): Promise<RgbPixels> {
+export async function decodeImage(
+  bytes: Uint8Array,
+  info: ImageInfo,
+  codecs: Codecs,
+  limits: ImageLimits,
+  meter: MemoryMeter,
+): Promise<RgbPixels> {
   let pixels: RgbPixels;
   switch (info.format) {
     case "jpeg":
@@ -72,7 +82,69 @@ async function decodeJpeg(bytes: Uint8Array, info: ImageInfo, codecs: Codecs, me
 
 function jpegError(err: JpegDecodeError): ApiError {
   if (/memory|insufficient|too large|exceed/i.test(err.message)) {
-    return new ApiError("image_too_large", `The JPEG needs more memory to decode than allowed: ${err.message}.`, { param: "image", cause: err });
+    return new ApiError("image_too_large", `The JPEG needs more memory to decode than allowed: ${err.message}.`, {
+      param: "image",
+      cause: err,
+    });
   }
   return new ApiError("image_decode_failed", `The JPEG could not be decoded: ${err.message}.`, { param: "image", cause: err });
+}
+
+/** A JPEG decoded and resized in one pass (see {@link decodeJpegResized}). */
+export interface ResizedJpegImage {
+  /** width × height × (gray ? 1 : 3) bytes, HWC. */
+  data: Uint8Array;
+  width: number;
+  height: number;
+  /** True: Pillow "L", one channel (replicate it for RGB); false: RGB. */
+  gray: boolean;
+  /** Size of the oriented source image (what the output was resized from). */
+  orientedWidth: number;
+  orientedHeight: number;
+}
+
+/**
+ * JPEG → `outWidth` × `outHeight`: decoded at full size and resized while it decodes, inside the wasm
+ * module (libjpeg-turbo + a streamed port of Pillow's `Resample.c`), with `orientation` applied first.
+ * Byte-identical to `exif_transpose` (when `orientation` is the file's) + `convert("RGB")` +
+ * `resize((outWidth, outHeight), BICUBIC)`, except that gray stays one channel.
+ *
+ * Memory: the meter gets the wasm heap's high-water mark (the input copy, libjpeg's buffers, the
+ * resampler's window of rows; for progressive files libjpeg's whole-image coefficient buffer) and the
+ * one JS buffer held, the output.
+ */
+export async function decodeJpegResized(
+  bytes: Uint8Array,
+  info: ImageInfo,
+  codecs: Codecs,
+  orientation: Orientation,
+  outWidth: number,
+  outHeight: number,
+  meter: MemoryMeter,
+): Promise<ResizedJpegImage> {
+  const decoder = await codecs.jpeg();
+  try {
+    const header = decoder.open(bytes);
+    if (header.width !== info.width || header.height !== info.height) {
+      throw new ApiError("image_decode_failed", "The JPEG's frame header is inconsistent.", { param: "image" });
+    }
+    const out = decoder.readResized({ orientation, outWidth, outHeight });
+    meter.alloc(out.data.byteLength);
+    const transposed = orientation >= 5;
+    return {
+      data: out.data,
+      width: out.width,
+      height: out.height,
+      gray: out.channels === 1,
+      orientedWidth: transposed ? out.sourceHeight : out.sourceWidth,
+      orientedHeight: transposed ? out.sourceWidth : out.sourceHeight,
+    };
+  } catch (err) {
+    decoder.abort();
+    if (err instanceof ApiError) throw err;
+    if (err instanceof JpegDecodeError) throw jpegError(err);
+    throw err;
+  } finally {
+    meter.wasm(codecs.heapBytes("jpeg"));
+  }
 }

@@ -15,6 +15,12 @@
  * libjpeg's whole-image coefficient buffer (128 bytes per 8×8 block and component, whatever the
  * scale: ≈ 52.8 MiB for a 12 MP 4:2:0 photo); `maxMemoryBytes` caps libjpeg's own memory and refuses
  * such files up front when that buffer alone exceeds the cap.
+ *
+ * Decode + resize in one go ({@link JpegDecoder.decodeResized}): the rows libjpeg produces go straight
+ * into a streamed port of Pillow's bicubic resampler inside the module (`resample.c`), with the EXIF
+ * orientation applied by indexing, so only a window of rows and the small output are ever held: a
+ * baseline JPEG of any size decodes and resizes inside the initial 16 MiB heap. Byte-identical to
+ * `exif_transpose(Image.open(p)).convert("RGB").resize((w, h), Image.BICUBIC)` (gray stays 1 channel).
  */
 
 /** A compiled `libjpeg-turbo.wasm` (`WebAssembly.Module`). Typed loosely so this file needs no lib. */
@@ -66,8 +72,38 @@ export interface DecodedJpeg {
   data: Uint8Array;
 }
 
+/** EXIF orientation (1 = as stored), applied as Pillow's `ImageOps.exif_transpose` applies it. */
+export type JpegOrientation = 1 | 2 | 3 | 4 | 5 | 6 | 7 | 8;
+
+export interface JpegResizeOptions {
+  /** Applied before resizing; default 1. Orientations 5–8 swap width and height. */
+  orientation?: JpegOrientation;
+  /** Size of the output (of the oriented image), 1 to 65535 each. */
+  outWidth: number;
+  outHeight: number;
+}
+
+/** A JPEG decoded and resized inside the module (see {@link JpegDecoder.decodeResized}). */
+export interface ResizedJpeg {
+  /** outWidth × outHeight × channels bytes, HWC, copied out of the wasm memory. */
+  data: Uint8Array;
+  width: number;
+  height: number;
+  /** 1 for grayscale JPEGs (Pillow "L"; replicate for RGB), 3 otherwise (CMYK converted as Pillow's `convert("RGB")`). */
+  channels: 1 | 3;
+  /** Stored size (before orientation). */
+  sourceWidth: number;
+  sourceHeight: number;
+  orientation: JpegOrientation;
+  /** Bytes the resampler allocated inside the module (window of rows, coefficients, output). */
+  resampleBytes: number;
+}
+
 export interface JpegDecoderOptions {
-  /** Cap on libjpeg's memory (`max_memory_to_use`), default 64 MiB, at most 2 GiB - 1; 0 = no cap. */
+  /**
+   * Cap on libjpeg's memory (`max_memory_to_use`), default 64 MiB, at most 2 GiB - 1; 0 = no cap. For
+   * {@link JpegDecoder.decodeResized} the resampler's buffers count against it too.
+   */
   maxMemoryBytes?: number;
   /** Refuse images with more pixels than this in `open()`. Default: Pillow's hard limit, 2 × 89,478,485. */
   maxPixels?: number;
@@ -84,6 +120,8 @@ export const JpegErrorCode = {
   memoryCap: 1002,
   state: 1003,
   scale: 1004,
+  /** Bad orientation or output size for decodeResized. */
+  resize: 1006,
   /** More than `maxPixels` pixels (Pillow's DecompressionBombError). */
   tooManyPixels: 1005,
   /** JERR_INPUT_EMPTY: no bytes at all. */
@@ -113,6 +151,14 @@ export interface JpegDecoder {
   open(bytes: Uint8Array): JpegHeader;
   /** Start decompressing at 1/`scaleDenom` scale (libjpeg DCT scaling). */
   start(scaleDenom?: JpegScaleDenom): JpegOutputInfo;
+  /**
+   * After {@link open}: decode the whole image at full scale and resize it while it is decoded (EXIF
+   * orientation first, then Pillow's bicubic resize). Reads on to EOI like {@link finish}; the decoder
+   * is ready for the next `open()` afterwards (also after an error).
+   */
+  readResized(options: JpegResizeOptions): ResizedJpeg;
+  /** `open(bytes)` then {@link readResized}; the decoder is reusable afterwards, whatever happens. */
+  decodeResized(bytes: Uint8Array, options: JpegResizeOptions): ResizedJpeg;
   /**
    * Decode up to `maxRows` more rows. Returns a view into the wasm memory (rows × width × channels
    * bytes, raw libjpeg output), valid only until the next call on this decoder; empty once all rows are read.
@@ -149,6 +195,7 @@ interface Exports {
   qvl_jpeg_start(dec: number, scaleDenom: number): number;
   qvl_jpeg_read(dec: number, buf: number, maxRows: number): number;
   qvl_jpeg_finish(dec: number): number;
+  qvl_jpeg_decode_resized(dec: number, orientation: number, outWidth: number, outHeight: number): number;
 }
 
 interface WasmApi {
@@ -168,7 +215,10 @@ const QI_OUT_WIDTH = 8;
 const QI_OUT_HEIGHT = 9;
 const QI_OUT_COMPONENTS = 10;
 const QI_ADOBE_TRANSFORM = 13;
-const QI_COUNT = 16;
+const QI_RESIZED_PTR = 14;
+const QI_RESIZED_CHANNELS = 15;
+const QI_RESAMPLE_BYTES = 16;
+const QI_COUNT = 20;
 
 const COLOR_SPACES: readonly JpegColorSpace[] = ["unknown", "gray", "rgb", "ycbcr", "cmyk", "ycck"];
 
@@ -287,6 +337,46 @@ class LibjpegDecoder implements JpegDecoder {
     };
     this.#row = 0;
     return { ...this.#out };
+  }
+
+  readResized(options: JpegResizeOptions): ResizedJpeg {
+    this.#live();
+    const orientation = options.orientation ?? 1;
+    const { outWidth, outHeight } = options;
+    const size = (n: number) => Number.isInteger(n) && n >= 1 && n <= 65535;
+    if (!Number.isInteger(orientation) || orientation < 1 || orientation > 8 || !size(outWidth) || !size(outHeight)) {
+      this.abort();
+      throw new JpegDecodeError("Bad orientation or output size", JpegErrorCode.resize);
+    }
+    const x = this.#x;
+    this.#out = null;
+    if (x.qvl_jpeg_decode_resized(this.#dec, orientation, outWidth, outHeight) !== 0) this.#fail();
+    const info = this.#info();
+    const channels = info[QI_RESIZED_CHANNELS] as 1 | 3;
+    const ptr = info[QI_RESIZED_PTR] >>> 0;
+    const result: ResizedJpeg = {
+      // a copy: the wasm buffer is freed by abort() just below
+      data: new Uint8Array(x.memory.buffer, ptr, outWidth * outHeight * channels).slice(),
+      width: outWidth,
+      height: outHeight,
+      channels,
+      sourceWidth: info[QI_OUT_WIDTH],
+      sourceHeight: info[QI_OUT_HEIGHT],
+      orientation: orientation as JpegOrientation,
+      resampleBytes: info[QI_RESAMPLE_BYTES],
+    };
+    this.abort();
+    return result;
+  }
+
+  decodeResized(bytes: Uint8Array, options: JpegResizeOptions): ResizedJpeg {
+    try {
+      this.open(bytes);
+      return this.readResized(options);
+    } catch (err) {
+      this.abort();
+      throw err;
+    }
   }
 
   readRows(maxRows: number): Uint8Array {

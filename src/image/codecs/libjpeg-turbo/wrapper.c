@@ -20,6 +20,11 @@
  *
  * The module also exports malloc/free (for the input and row buffers).
  *
+ * qvl_jpeg_decode_resized decodes the whole image inside the module and
+ * streams its rows through resample.c (Pillow's bicubic resampler with EXIF
+ * orientation): only a window of rows and the small output are kept, never
+ * the decoded image.
+ *
  * Truncated input: libjpeg's memory source inserts a fake EOI and emits the
  * JWRN_JPEG_EOF warning. Pillow 9.4 raises "image file is truncated" in that
  * case, so the warning is turned into an error here, except while finishing
@@ -35,6 +40,7 @@
 
 #include "jpeglib.h"
 #include "jerror.h"
+#include "resample.h"
 
 #define QVL_EXPORT __attribute__((used, visibility("default")))
 
@@ -43,6 +49,13 @@
 #define QVL_ERR_MEMORY_CAP 1002
 #define QVL_ERR_STATE 1003
 #define QVL_ERR_SCALE 1004
+/* 1005 is index.ts's (too many pixels) */
+#define QVL_ERR_RESIZE 1006
+
+/* Rows pulled from libjpeg per jpeg_read_scanlines call when resizing. */
+#define QVL_RESIZE_ROWS 8
+/* Readable bytes past the end of row buffers (resample.c's SIMD loads). */
+#define QVL_ROW_PAD 16
 
 typedef struct {
   struct jpeg_error_mgr pub;
@@ -68,7 +81,10 @@ enum {
   QI_OUT_SCANLINE,
   QI_ERROR_CODE,
   QI_ADOBE_TRANSFORM,            /* -1 when there is no Adobe marker */
-  QI_COUNT = 16
+  QI_RESIZED_PTR,                /* qvl_jpeg_decode_resized: the output image */
+  QI_RESIZED_CHANNELS,           /* 1 (gray) or 3 (RGB) */
+  QI_RESAMPLE_BYTES,             /* what the resampler allocated */
+  QI_COUNT = 20
 };
 
 typedef struct {
@@ -77,6 +93,9 @@ typedef struct {
   unsigned long max_memory;      /* 0 = no cap */
   int phase;                     /* 0 idle, 1 header read, 2 decompressing */
   int32_t info[QI_COUNT];
+  qvl_resampler rs;              /* qvl_jpeg_decode_resized's state and output */
+  unsigned char *rows;           /* its scanline buffer */
+  unsigned char *rgb;            /* its CMYK -> RGB row */
 } qvl_decoder;
 
 static void qvl_error_exit(j_common_ptr cinfo)
@@ -119,6 +138,11 @@ static void qvl_fail(qvl_decoder *d, int code, const char *msg)
 
 static void qvl_reset(qvl_decoder *d)
 {
+  qvl_rs_free(&d->rs);
+  free(d->rows);
+  free(d->rgb);
+  d->rows = NULL;
+  d->rgb = NULL;
   jpeg_abort_decompress(&d->cinfo);
   d->err.finishing = 0;
   d->err.pub.num_warnings = 0;
@@ -166,6 +190,9 @@ QVL_EXPORT void qvl_jpeg_destroy(qvl_decoder *d)
 {
   if (!d)
     return;
+  qvl_rs_free(&d->rs);
+  free(d->rows);
+  free(d->rgb);
   jpeg_destroy_decompress(&d->cinfo);
   free(d);
 }
@@ -228,17 +255,15 @@ QVL_EXPORT int qvl_jpeg_open(qvl_decoder *d, const unsigned char *data,
   return 0;
 }
 
-/* Choose the output colour space as Pillow does, set the DCT scaling 1/N
- * (N = 1, 2, 4 or 8) and start decompressing. Returns 0, or -1 on error. */
-QVL_EXPORT int qvl_jpeg_start(qvl_decoder *d, int scale_denom)
+/* Choose the output colour space as Pillow does and set the DCT scaling 1/N
+ * (N = 1, 2, 4 or 8); `extra` bytes (the resampler's) count against the
+ * memory cap together with libjpeg's coefficient buffer. Call inside a
+ * setjmp context, with the header read. */
+static void qvl_setup_output(qvl_decoder *d, int scale_denom, uint64_t extra)
 {
   j_decompress_ptr cinfo = &d->cinfo;
-  if (setjmp(d->err.jb)) {
-    qvl_reset(d);
-    return -1;
-  }
   if (d->phase != 1)
-    qvl_fail(d, QVL_ERR_STATE, "qvl_jpeg_start called without an open header");
+    qvl_fail(d, QVL_ERR_STATE, "decoding started without an open header");
   if (scale_denom != 1 && scale_denom != 2 && scale_denom != 4 &&
       scale_denom != 8)
     qvl_fail(d, QVL_ERR_SCALE, "Scale denominator must be 1, 2, 4 or 8");
@@ -270,7 +295,27 @@ QVL_EXPORT int qvl_jpeg_start(qvl_decoder *d, int scale_denom)
                "memory cap", (unsigned long long)coef, d->max_memory);
       qvl_fail(d, QVL_ERR_MEMORY_CAP, msg);
     }
+    extra += coef;
   }
+  if (d->max_memory && extra > (uint64_t)d->max_memory) {
+    char msg[160];
+    snprintf(msg, sizeof(msg),
+             "JPEG needs %llu bytes to decode and resize, over the %lu-byte "
+             "memory cap", (unsigned long long)extra, d->max_memory);
+    qvl_fail(d, QVL_ERR_MEMORY_CAP, msg);
+  }
+}
+
+/* Choose the output colour space as Pillow does, set the DCT scaling 1/N
+ * (N = 1, 2, 4 or 8) and start decompressing. Returns 0, or -1 on error. */
+QVL_EXPORT int qvl_jpeg_start(qvl_decoder *d, int scale_denom)
+{
+  j_decompress_ptr cinfo = &d->cinfo;
+  if (setjmp(d->err.jb)) {
+    qvl_reset(d);
+    return -1;
+  }
+  qvl_setup_output(d, scale_denom, 0);
   jpeg_start_decompress(cinfo);
   d->info[QI_OUT_WIDTH] = (int32_t)cinfo->output_width;
   d->info[QI_OUT_HEIGHT] = (int32_t)cinfo->output_height;
@@ -327,5 +372,97 @@ QVL_EXPORT int qvl_jpeg_finish(qvl_decoder *d)
     jpeg_finish_decompress(cinfo);
   }
   qvl_reset(d);
+  return 0;
+}
+
+/* Decode the whole image (full scale, after qvl_jpeg_open) and resize it
+ * while it is decoded: EXIF `orientation` (1..8) applied, then Pillow's
+ * bicubic resize of the oriented image to out_w x out_h (resample.c). CMYK
+ * rows are converted to RGB first, as Pillow's convert("RGB") does. Reads on
+ * to the EOI marker (a missing EOI is tolerated, as in Pillow) like
+ * qvl_jpeg_finish. Returns 0, or -1 on error. On success the info block
+ * gives the output (QI_RESIZED_PTR, out_w * out_h * QI_RESIZED_CHANNELS
+ * bytes), valid until the next qvl_jpeg_open / qvl_jpeg_abort. */
+QVL_EXPORT int qvl_jpeg_decode_resized(qvl_decoder *d, int orientation,
+                                       int out_w, int out_h)
+{
+  j_decompress_ptr cinfo = &d->cinfo;
+  JSAMPROW rows[QVL_RESIZE_ROWS];
+  size_t stride, rgb_bytes;
+  int channels, rc, i;
+  uint64_t need;
+  if (setjmp(d->err.jb)) {
+    qvl_reset(d);
+    return -1;
+  }
+  if (d->phase != 1)
+    qvl_fail(d, QVL_ERR_STATE, "qvl_jpeg_decode_resized called without an open header");
+  if (orientation < 1 || orientation > 8 || out_w < 1 || out_h < 1 ||
+      out_w > 65535 || out_h > 65535)
+    qvl_fail(d, QVL_ERR_RESIZE, "Bad orientation or output size");
+  channels = cinfo->num_components == 1 ? 1 : 3;
+  /* full scale: output size = image size; unsupported component counts
+   * are refused by qvl_setup_output */
+  stride = (size_t)cinfo->image_width * (size_t)cinfo->num_components;
+  rgb_bytes = cinfo->num_components == 4 ? (size_t)cinfo->image_width * 3 + QVL_ROW_PAD : 0;
+  need = qvl_rs_bytes((int)cinfo->image_width, (int)cinfo->image_height,
+                      channels, orientation, out_w, out_h);
+  need += (uint64_t)stride * QVL_RESIZE_ROWS + QVL_ROW_PAD + rgb_bytes;
+  qvl_setup_output(d, 1, need);
+  jpeg_start_decompress(cinfo);
+  d->info[QI_OUT_WIDTH] = (int32_t)cinfo->output_width;
+  d->info[QI_OUT_HEIGHT] = (int32_t)cinfo->output_height;
+  d->info[QI_OUT_COMPONENTS] = cinfo->output_components;
+  d->info[QI_OUT_SCANLINE] = 0;
+  d->phase = 2;
+  if (cinfo->output_width != cinfo->image_width ||
+      cinfo->output_height != cinfo->image_height ||
+      (size_t)cinfo->output_components * cinfo->output_width != stride)
+    qvl_fail(d, QVL_ERR_STATE, "Unexpected output size");
+
+  rc = qvl_rs_init(&d->rs, (int)cinfo->output_width, (int)cinfo->output_height,
+                   channels, orientation, out_w, out_h);
+  if (rc == QVL_RS_NOMEM)
+    qvl_fail(d, JERR_OUT_OF_MEMORY, "Insufficient memory for the resampler");
+  if (rc != QVL_RS_OK)
+    qvl_fail(d, QVL_ERR_RESIZE, "Cannot set up the resampler");
+  d->info[QI_RESAMPLE_BYTES] = (int32_t)d->rs.bytes;
+  d->rows = (unsigned char *)malloc(stride * QVL_RESIZE_ROWS + QVL_ROW_PAD);
+  if (rgb_bytes)
+    d->rgb = (unsigned char *)malloc(rgb_bytes);
+  if (!d->rows || (rgb_bytes && !d->rgb))
+    qvl_fail(d, JERR_OUT_OF_MEMORY, "Insufficient memory for the scanlines");
+  memset(d->rows + stride * QVL_RESIZE_ROWS, 0, QVL_ROW_PAD);
+  if (d->rgb)
+    memset(d->rgb, 0, rgb_bytes);
+  for (i = 0; i < QVL_RESIZE_ROWS; i++)
+    rows[i] = d->rows + (size_t)i * stride;
+
+  while (cinfo->output_scanline < cinfo->output_height) {
+    JDIMENSION y0 = cinfo->output_scanline, got;
+    got = jpeg_read_scanlines(cinfo, rows, QVL_RESIZE_ROWS);
+    if (got == 0)                /* cannot happen with a memory source */
+      qvl_fail(d, QVL_ERR_STATE, "libjpeg returned no scanlines");
+    for (i = 0; i < (int)got; i++) {
+      const unsigned char *row = rows[i];
+      if (d->rgb) {
+        qvl_inverted_cmyk_to_rgb(row, d->rgb, (int)cinfo->output_width);
+        row = d->rgb;
+      }
+      qvl_rs_row(&d->rs, row, (int)(y0 + (JDIMENSION)i));
+    }
+  }
+  qvl_rs_finish(&d->rs);
+  d->info[QI_OUT_SCANLINE] = (int32_t)cinfo->output_scanline;
+  d->err.finishing = 1;
+  jpeg_finish_decompress(cinfo);
+  d->err.finishing = 0;
+  d->phase = 0;
+  free(d->rows);
+  free(d->rgb);
+  d->rows = NULL;
+  d->rgb = NULL;
+  d->info[QI_RESIZED_PTR] = (int32_t)(uintptr_t)d->rs.out;
+  d->info[QI_RESIZED_CHANNELS] = channels;
   return 0;
 }
