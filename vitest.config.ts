@@ -18,6 +18,9 @@ export default defineConfig({
                 NODE_SECRET: "test-node-secret",
                 ALLOW_HTTP_LOOPBACK: "true",
                 LOOPBACK_ORIGIN: inject("loopbackOrigin"),
+                SIM_NODE_URL: inject("simNodeUrl"),
+                COUNTED_NODE_URL: inject("countedNodeUrl"),
+                CACHE_ORIGIN: inject("cacheOrigin"),
               },
             },
           })),
@@ -25,7 +28,8 @@ export default defineConfig({
         test: {
           name: "workers",
           include: ["src/**/*.test.ts", "test/workers/**/*.test.ts"],
-          globalSetup: ["./test/support/loopback-server.ts"],
+          // The loopback fixture server; a simulated GPU node and a caching image origin (keys, limits, caches).
+          globalSetup: ["./test/support/loopback-server.ts", "./test/node/support/workers-services.ts"],
           testTimeout: 60_000,
         },
       },

@@ -3,8 +3,11 @@
  * GPU node with the simulated engine (a test instrument: no model runs) registered to it, then a
  * development key and a ready-to-run curl. Ctrl-C (or SIGTERM) stops both; a second Ctrl-C at once.
  *
- * The key comes from QVL_DEV_KEY when set, else a fresh random one; it is printed on a line of its own
- * as `QVL_DEV_KEY=<key>`. PORT and NODE_PORT move the edge and the node.
+ * The development key is an API key like any other: made through the edge's admin route
+ * (`POST /v1/keys`) with a root key generated for this run (`EDGE_API_KEY`, printed too, for
+ * `npm run keys`), with every scope and a generous rate. It is QVL_DEV_KEY when that is set (imported;
+ * a key kept from an earlier run in .wrangler/state is reused), else a fresh random one; it is printed
+ * on a line of its own as `QVL_DEV_KEY=<key>`. PORT and NODE_PORT move the edge and the node.
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
@@ -15,8 +18,10 @@ const PORT = Number(process.env.PORT ?? 8787);
 const NODE_PORT = Number(process.env.NODE_PORT ?? 8400);
 const EDGE = `http://${HOST}:${PORT}`;
 const root = fileURLToPath(new URL("..", import.meta.url));
-const key = process.env.QVL_DEV_KEY || `qvl_dev_${randomBytes(18).toString("base64url")}`;
+const requestedKey = process.env.QVL_DEV_KEY || undefined;
+const rootKey = `root_${randomBytes(24).toString("base64url")}`;
 const nodeSecret = randomBytes(24).toString("base64url");
+const ALL_SCOPES = ["caption", "vqa", "grounding", "chat", "moderate", "admin"];
 
 const children: ChildProcess[] = [];
 
@@ -91,7 +96,7 @@ async function main(): Promise<void> {
       "--port",
       String(PORT),
       "--var",
-      `EDGE_API_KEY:${key}`,
+      `EDGE_API_KEY:${rootKey}`,
       "--var",
       `NODE_SECRET:${nodeSecret}`,
       "--var",
@@ -101,6 +106,7 @@ async function main(): Promise<void> {
     { WRANGLER_SEND_METRICS: "false", CLOUDFLARE_CF_FETCH_ENABLED: "false" },
   );
   await waitFor("the edge", async () => (await fetch(`${EDGE}/healthz`, { signal: AbortSignal.timeout(1000) })).ok, 90_000);
+  const key = await developmentKey();
 
   run("node", process.execPath, [
     "gpu-node/bin/gpu-node.mjs",
@@ -135,8 +141,10 @@ async function main(): Promise<void> {
     [
       "",
       `The edge is up on ${EDGE} with one local GPU node (engine: simulated — a test instrument, no model runs).`,
-      "Development key (every client route):",
+      "Development key (an API key with every scope; the edge stores only its SHA-256):",
       `QVL_DEV_KEY=${key}`,
+      "",
+      `Root key of this run (operators only; manage keys with it): npm run --silent keys -- --url ${EDGE} --admin-key ${rootKey} list`,
       "",
       "Stream a caption of a bundled phone photo (EXIF-rotated, 12 MP):",
       `curl -N '${EDGE}/v1/captions?stream=true' -H 'Authorization: Bearer ${key}' -H 'Content-Type: image/jpeg' --data-binary @${photo}`,
@@ -144,10 +152,34 @@ async function main(): Promise<void> {
       "Find something in it (boxes in the photo's own pixels):",
       `curl '${EDGE}/v1/grounding?expression=the%20sky' -H 'Authorization: Bearer ${key}' -H 'Content-Type: image/jpeg' --data-binary @${photo}`,
       "",
-      "Or use the official OpenAI client with baseURL " + `${EDGE}/v1 and apiKey $QVL_DEV_KEY (model qwen-vl-chat).`,
+      `Or use the official OpenAI client with baseURL ${EDGE}/v1 and apiKey $QVL_DEV_KEY (model qwen-vl-chat).`,
       "",
     ].join("\n"),
   );
+}
+
+/** Makes the development key through the key system (`POST /v1/keys` with the root key), or reuses QVL_DEV_KEY. */
+async function developmentKey(): Promise<string> {
+  const res = await fetch(`${EDGE}/v1/keys`, {
+    method: "POST",
+    headers: { authorization: `Bearer ${rootKey}`, "content-type": "application/json" },
+    body: JSON.stringify({
+      name: "npm start development key",
+      scopes: ALL_SCOPES,
+      rate: "6000/min",
+      ...(requestedKey ? { key: requestedKey } : {}),
+    }),
+  });
+  const body = (await res.json().catch(() => null)) as { key?: string; error?: { code?: string; message?: string } } | null;
+  if (res.status === 201 && body?.key) return body.key;
+  if (res.status === 409 && requestedKey) {
+    // Kept from an earlier run (local KV persists in .wrangler/state): reuse it if it still works with every scope.
+    const usage = await fetch(`${EDGE}/v1/usage`, { headers: { authorization: `Bearer ${requestedKey}` } });
+    const info = (await usage.json().catch(() => null)) as { key?: { scopes?: string[] } } | null;
+    if (usage.ok && ALL_SCOPES.every((s) => info?.key?.scopes?.includes(s))) return requestedKey;
+    throw new Error("QVL_DEV_KEY exists on this edge but is revoked or lacks a scope: choose another value (or unset it)");
+  }
+  throw new Error(`could not create the development key: HTTP ${res.status} ${body?.error?.message ?? ""}`);
 }
 
 main().catch((err) => {

@@ -30,6 +30,16 @@ const ConfigSchema = z.object({
   POOL_HEDGE_AFTER_MS: z.coerce.number().int().min(0).max(60_000).default(0),
   // Milliseconds between `: keep-alive` comments while a stream waits for the GPU.
   SSE_KEEP_ALIVE_MS: z.coerce.number().int().min(0).max(60_000).default(10_000),
+  // Source images by URL are kept at most this long, and only as long as their origin allows (0 = never).
+  SOURCE_CACHE_MAX_TTL_S: z.coerce.number().int().min(0).max(31_536_000).default(86_400),
+  // Tensors older than this are recomputed (0 = no tensor cache); R2 lifecycle rules delete them for good.
+  TENSOR_CACHE_MAX_AGE_S: z.coerce.number().int().min(0).max(31_536_000).default(2_592_000),
+  // Answers of deterministic requests are kept this long (0 = no result cache; KV's minimum is 60).
+  RESULT_CACHE_TTL_S: z.coerce
+    .number()
+    .int()
+    .refine((v) => v === 0 || (v >= 60 && v <= 31_536_000), "must be 0 or 60..31536000")
+    .default(86_400),
 });
 
 export interface Config {
@@ -38,6 +48,7 @@ export interface Config {
   /** nodeTtlMs: a node silent this long is dropped; heartbeatMs: the interval nodes are told to use (ttl / 5). */
   pool: { nodeTtlMs: number; heartbeatMs: number; staticNodes: StaticNode[]; hedgeAfterMs: number | undefined };
   stream: { keepAliveMs: number };
+  cache: { sourceMaxTtlS: number; tensorMaxAgeS: number; resultTtlS: number };
 }
 
 const cache = new WeakMap<object, Config>();
@@ -60,6 +71,7 @@ export function loadConfig(env: Record<string, unknown>): Config {
       hedgeAfterMs: raw.POOL_HEDGE_AFTER_MS || undefined,
     },
     stream: { keepAliveMs: raw.SSE_KEEP_ALIVE_MS },
+    cache: { sourceMaxTtlS: raw.SOURCE_CACHE_MAX_TTL_S, tensorMaxAgeS: raw.TENSOR_CACHE_MAX_AGE_S, resultTtlS: raw.RESULT_CACHE_TTL_S },
   };
   cache.set(env, config);
   return config;

@@ -4,17 +4,28 @@
  */
 import type { RequestIdVariables } from "hono/request-id";
 import type { Config } from "./config";
+import type { Principal, UsageOutcome } from "./middleware/api-key";
 
 declare global {
   namespace Cloudflare {
     /** Secrets and test bindings, which wrangler.toml does not declare. */
     interface Env {
-      /** The bearer key clients send, until the API-key system lands (unset: client routes refuse everyone). */
+      /**
+       * The root key: an operator credential accepted on every route with every scope, never rate limited.
+       * It exists to create the first API keys (`npm run keys`, `npm start`); clients get `qvl_…` keys.
+       * Unset: only `qvl_…` keys work.
+       */
       EDGE_API_KEY?: string;
       /** Bearer secret GPU nodes send on /v1/pool/* (heartbeats) and the edge sends to nodes (unset: the pool refuses everyone). */
       NODE_SECRET?: string;
       /** Test-only: origin of the loopback server the integration tests start. */
       LOOPBACK_ORIGIN?: string;
+      /** Test-only: a simulated GPU node (`gpu-node serve --engine simulated`) the workerd tests may route to. */
+      SIM_NODE_URL?: string;
+      /** Test-only: another simulated node, whose request count one test file reads. */
+      COUNTED_NODE_URL?: string;
+      /** Test-only: a loopback origin that serves images with cache headers and counts its requests. */
+      CACHE_ORIGIN?: string;
     }
   }
 }
@@ -23,6 +34,12 @@ export type Env = Cloudflare.Env;
 
 export interface AppVariables extends RequestIdVariables {
   config: Config;
+  /** Who is calling (set by the api-key middleware). */
+  principal?: Principal;
+  /** What a generation request used, settled when its answer ends (read by the rate-limit middleware). */
+  usage?: Promise<UsageOutcome>;
+  /** `Server-Timing` entries added by middleware (auth, rate limit). */
+  timings?: string[];
 }
 
 export type AppEnv = { Bindings: Env; Variables: AppVariables };

@@ -7,10 +7,13 @@ import { loadConfig } from "./config";
 import type { AppEnv, Env } from "./env";
 import { notFound, onError } from "./middleware/error-handler";
 import { generation } from "./routes/generation";
+import { keys } from "./routes/keys";
 import { pool } from "./routes/pool";
 import { tensors } from "./routes/tensors";
+import { usage } from "./routes/usage";
 
 export { PoolObject } from "./pool/pool-object";
+export { KeyLimiter } from "./ratelimit/key-limiter";
 
 export const app = new Hono<AppEnv>();
 
@@ -23,6 +26,8 @@ app.use(async function configMiddleware(c, next) {
 app.get("/healthz", (c) => c.json({ status: "ok" }));
 app.route("/v1/tensors", tensors);
 app.route("/v1/pool", pool);
+app.route("/v1/keys", keys);
+app.route("/v1/usage", usage);
 app.route("/v1", generation);
 
 app.onError(onError);

@@ -1,6 +1,7 @@
 /**
  * POST /v1/tensors: what the model sees. Runs the exact preprocessing and answers the raw tensor
  * (f16: [3,448,448] CHW little-endian float16; u8: [448,448,3] HWC) with its shape, dtype and sha256.
+ * Not cached: it shows (and times) the preprocessing itself.
  */
 import { Hono } from "hono";
 import { z } from "zod";
@@ -9,7 +10,8 @@ import { ApiError } from "../errors";
 import { getCodecs } from "../image/codecs/worker";
 import { readImageInput } from "../image/input";
 import { preprocessImage } from "../image/pipeline";
-import { bearerToken } from "../middleware/bearer-token";
+import { apiKey } from "../middleware/api-key";
+import { rateLimit } from "../middleware/rate-limit";
 
 const TensorQuery = z.object({
   format: z.enum(["f16", "u8"]).default("f16"),
@@ -18,7 +20,8 @@ const TensorQuery = z.object({
 
 export const tensors = new Hono<AppEnv>();
 
-tensors.use(bearerToken({ token: (c) => c.env.EDGE_API_KEY }));
+// An operator's tool (what the model sees): the admin scope.
+tensors.use(apiKey({ scope: "admin" }), rateLimit({ billable: false }));
 
 tensors.post("/", async (c) => {
   const query = TensorQuery.safeParse(c.req.query());

@@ -1,14 +1,15 @@
 /**
  * POST /v1/chat/completions: OpenAI's shape, so the official client works unchanged. Images come as
  * `image_url` parts (https URL or data URI); `n` > 1 samples the same prompt n times in one node request
- * (one vision pass).
+ * (one vision pass). Answers go through the caches (./answer.ts).
  */
 import type { Context } from "hono";
+import { requestCachePolicy } from "../cache/policy";
 import type { AppEnv } from "../env";
 import { chatPrompt } from "../prompt/index";
-import { chatCompletionId, collectChatCompletion, relayChatCompletion, sseResponse } from "../stream/index";
-import { generate } from "./generate";
-import { imageServerTiming, prepareImages } from "./images";
+import { ChatCompletionFramer, chatCompletionId, collectChatCompletion, relaySse, sseResponse } from "../stream/index";
+import { answer, answerHeaders, usageReporter } from "./answer";
+import { imageContext, prepareImages } from "./images";
 import { resolveModel } from "./model";
 import { ChatCompletionRequest } from "./schemas";
 import { readJsonBody, validate } from "./task-input";
@@ -19,13 +20,13 @@ export async function serveChatCompletion(c: Context<AppEnv>): Promise<Response>
   const prompt = chatPrompt(variant, body.messages);
   const config = c.get("config");
   const signal = c.req.raw.signal;
+  const policy = requestCachePolicy(c.req.raw.headers);
   const images = await prepareImages(
     prompt.images.map((i) => ({ url: i.url })),
-    config,
-    { signal },
+    imageContext(c, policy),
   );
   const n = body.n ?? 1;
-  const generation = await generate(c, {
+  const ans = await answer(c, {
     variant,
     prompts: Array.from({ length: n }, () => prompt.segments),
     images,
@@ -37,8 +38,10 @@ export async function serveChatCompletion(c: Context<AppEnv>): Promise<Response>
       seed: body.seed,
       logprobs: body.logprobs ? (body.top_logprobs ?? 0) : undefined,
     },
+    policy,
     signal,
   });
+  const report = usageReporter(c, images.length, ans.hit);
   const options = {
     id: chatCompletionId(),
     created: Math.floor(Date.now() / 1000),
@@ -48,24 +51,25 @@ export async function serveChatCompletion(c: Context<AppEnv>): Promise<Response>
     logprobs: body.logprobs ?? false,
     promptTokens: n > 1 ? ("once" as const) : ("sum" as const),
   };
-  const headers = {
-    "x-engine": generation.stream.engine,
-    "x-request-id": c.get("requestId"),
-    "server-timing": [...imageServerTiming(images), `queue;dur=${generation.queueMs.toFixed(1)}`].join(", "),
-  };
+  const headers = answerHeaders(c, ans, images);
   if (body.stream) {
-    const stream = relayChatCompletion(generation.stream.events, options, {
+    const framer = new ChatCompletionFramer(options);
+    const stream = relaySse(ans.events, framer, {
       keepAliveMs: config.stream.keepAliveMs,
       signal,
-      onEnd: generation.release,
+      onEnd: (outcome) => {
+        ans.release();
+        report(outcome === "complete", framer.state.usage());
+      },
     });
     return sseResponse(stream, { headers });
   }
   try {
-    const collected = await collectChatCompletion(generation.stream.events, options);
+    const collected = await collectChatCompletion(ans.events, options);
+    report(collected.ok, collected.ok ? collected.completion.usage : undefined);
     if (!collected.ok) throw collected.error;
     return c.json(collected.completion, 200, headers);
   } finally {
-    generation.release();
+    ans.release();
   }
 }

@@ -3,12 +3,12 @@
  * node fails before its first event, optionally hedging), and hands back the node's event stream.
  */
 import type { Context } from "hono";
+import type { ResultSampling } from "../cache/results";
 import type { AppEnv } from "../env";
 import { ApiError } from "../errors";
 import type { CallerLocation } from "../pool/region";
 import { getPoolRouter } from "../pool/router";
 import { describeTensors, type GenerateHeaderInput, type ModelVariant, PROTOCOL_VERSION, type Segment } from "../protocol/index";
-import type { PreparedImage } from "./images";
 import { NodeCallError, type NodeStream, openNodeStream } from "./node-client";
 
 export interface GenerateSampling {
@@ -20,10 +20,16 @@ export interface GenerateSampling {
   logprobs?: number;
 }
 
+/** A tensor ready to send: its bytes and their sha256. */
+export interface TensorInput {
+  tensor: Uint8Array;
+  sha256: string;
+}
+
 export interface GenerateOptions {
   variant: ModelVariant;
   prompts: Segment[][];
-  images: PreparedImage[];
+  images: TensorInput[];
   sampling: GenerateSampling;
   /** Aborted when the client goes away: cancels the node request. */
   signal: AbortSignal;
@@ -38,24 +44,30 @@ export interface Generation {
 
 const DEFAULT_MAX_TOKENS = 256;
 
+/** The sampling parameters the node gets, defaults filled in (the result cache keys on exactly these). */
+export function samplingFor(sampling: GenerateSampling): ResultSampling {
+  return {
+    max_tokens: sampling.max_tokens ?? DEFAULT_MAX_TOKENS,
+    temperature: sampling.temperature ?? 0,
+    top_p: sampling.top_p ?? 1,
+    top_k: 0,
+    repetition_penalty: 1,
+    stop: sampling.stop === undefined ? [] : Array.isArray(sampling.stop) ? sampling.stop : [sampling.stop],
+    ...(sampling.seed !== undefined ? { seed: sampling.seed } : {}),
+    ...(sampling.logprobs !== undefined ? { logprobs: sampling.logprobs } : {}),
+  };
+}
+
 export async function generate(c: Context<AppEnv>, options: GenerateOptions): Promise<Generation> {
   const secret = c.env.NODE_SECRET;
   if (!secret) throw new ApiError("no_capacity", "No model servers are configured.", { retryAfter: 30 });
-  const { sampling } = options;
   const header: GenerateHeaderInput = {
     version: PROTOCOL_VERSION,
     request_id: c.get("requestId"),
     variant: options.variant,
     prompts: options.prompts,
     images: await describeTensors(options.images.map((i) => ({ dtype: "f16" as const, bytes: i.tensor, sha256: i.sha256 }))),
-    sampling: {
-      max_tokens: sampling.max_tokens ?? DEFAULT_MAX_TOKENS,
-      temperature: sampling.temperature ?? 0,
-      top_p: sampling.top_p ?? 1,
-      stop: sampling.stop === undefined ? [] : Array.isArray(sampling.stop) ? sampling.stop : [sampling.stop],
-      ...(sampling.seed !== undefined ? { seed: sampling.seed } : {}),
-      ...(sampling.logprobs !== undefined ? { logprobs: sampling.logprobs } : {}),
-    },
+    sampling: samplingFor(options.sampling),
   };
   const tensors = options.images.map((i) => i.tensor);
   const started = performance.now();

@@ -1,80 +1,188 @@
 /**
- * Images for generation: each source (URL, data URI, or bytes already read) is fetched under the
- * safe-fetch rules and preprocessed to the f16 tensor the model sees. The sizes returned are the
- * image's as the user sees it (after orientation), for mapping boxes back to pixels.
+ * Images for generation: each source (URL, data URI, or bytes already read) becomes the f16 tensor the
+ * model sees, through the caches (src/cache/):
+ *
+ *   URL ──▶ source cache (Cache API, by URL, as long as the origin allows) ──▶ bytes, sha256
+ *   bytes ──▶ tensor cache (R2, by sha256 of the bytes + PREPROCESS_VERSION + orientation mode)
+ *         ──▶ miss: fetch-safe bytes → decode → orient → resize → normalize (and store)
+ *
+ * What comes back is the tensor's identity (sha256) and the image's size as the user sees it (for
+ * mapping boxes back to pixels); the tensor bytes are loaded only when a GPU needs them (`tensor()`), so
+ * an answer from the result cache costs neither an R2 read nor a decode. Identical images preprocessed
+ * at the same time in one isolate are preprocessed once.
  */
+import type { Context } from "hono";
+import { type CachePolicy, requestCachePolicy } from "../cache/policy";
+import { cachedSourceBytes, cachedSourceSha, recordingFetch, sha256Hex, storeSource } from "../cache/source";
+import { findTensor, loadTensor, storeTensor, type TensorMeta, tensorCacheKey } from "../cache/tensors";
 import type { Config } from "../config";
+import type { AppEnv, Env } from "../env";
 import { getCodecs } from "../image/codecs/worker";
 import { fetchImage } from "../image/fetch";
 import type { OrientationMode } from "../image/orient";
 import { preprocessImage } from "../image/pipeline";
+import { waitUntil } from "../middleware/rate-limit";
+import { tensorBytes } from "../protocol/index";
 
 export type ImageSource = { url: string } | { bytes: Uint8Array };
 
+export type SourceCacheStatus = "hit" | "miss" | "bypass" | "none";
+export type TensorCacheStatus = "hit" | "miss" | "bypass" | "coalesced";
+
 export interface PreparedImage {
-  tensor: Uint8Array;
+  /** sha256 of the f16 tensor. */
   sha256: string;
   width: number;
   height: number;
   timings: { fetch: number; decode: number; resize: number; normalize: number };
+  cache: { source: SourceCacheStatus; tensor: TensorCacheStatus };
+  /** The tensor bytes: from memory, the tensor cache, or preprocessed again if the cache lost them. */
+  tensor(): Promise<Uint8Array>;
 }
 
-export async function prepareImage(
-  source: ImageSource,
-  config: Config,
-  options: { orientation?: OrientationMode; signal?: AbortSignal } = {},
-): Promise<PreparedImage> {
-  let bytes: Uint8Array;
-  let fetchMs = 0;
-  if ("bytes" in source) {
-    bytes = source.bytes;
-  } else {
-    const started = performance.now();
-    bytes = (await fetchImage(source.url, { maxBytes: config.image.maxBytes, ...config.fetch, signal: options.signal })).bytes;
-    fetchMs = performance.now() - started;
+export interface ImageContext {
+  env: Env;
+  config: Config;
+  policy: CachePolicy;
+  signal?: AbortSignal;
+  waitUntil: (promise: Promise<unknown>) => void;
+  /** Runs CPU-bound preprocessing one at a time (several images of one request). */
+  serialize?: <T>(work: () => Promise<T>) => Promise<T>;
+}
+
+export function imageContext(c: Context<AppEnv>, policy: CachePolicy = requestCachePolicy(c.req.raw.headers)): ImageContext {
+  return { env: c.env, config: c.get("config"), policy, signal: c.req.raw.signal, waitUntil: (p) => waitUntil(c, p) };
+}
+
+interface Computed {
+  tensor: Uint8Array;
+  meta: TensorMeta;
+  timings: { decode: number; resize: number; normalize: number };
+}
+
+const F16_BYTES = tensorBytes("f16");
+const preprocessing = new Map<string, Promise<Computed>>();
+
+/** A cache that fails is a miss, never a failed request. */
+async function tolerant<T>(promise: Promise<T>, fallback: T): Promise<T> {
+  try {
+    return await promise;
+  } catch {
+    return fallback;
   }
-  const result = await preprocessImage(bytes, getCodecs(), {
-    format: "f16",
-    orientation: options.orientation ?? "apply",
-    limits: config.image,
-  });
-  return {
-    tensor: result.tensor,
-    sha256: result.sha256,
-    width: result.width,
-    height: result.height,
-    timings: { fetch: fetchMs, decode: result.timingMs.decode, resize: result.timingMs.resize, normalize: result.timingMs.normalize },
+}
+
+export async function prepareImage(source: ImageSource, ctx: ImageContext, orientation: OrientationMode = "apply"): Promise<PreparedImage> {
+  const { config, policy } = ctx;
+  const fetchOptions = { maxBytes: config.image.maxBytes, ...config.fetch, signal: ctx.signal };
+
+  // 1. The source bytes, or at least their sha256.
+  let bytes: Uint8Array | null = null;
+  let sourceSha: string;
+  let sourceStatus: SourceCacheStatus = "none";
+  let fetchMs = 0;
+  let getBytes: () => Promise<Uint8Array>;
+  if ("bytes" in source || /^data:/i.test(source.url)) {
+    bytes = "bytes" in source ? source.bytes : (await fetchImage(source.url, fetchOptions)).bytes;
+    sourceSha = await sha256Hex(bytes);
+    const b = bytes;
+    getBytes = async () => b;
+  } else {
+    const url = source.url;
+    const fetchFresh = async (): Promise<Uint8Array> => {
+      const recorder = recordingFetch();
+      const started = performance.now();
+      const fetched = await fetchImage(url, { ...fetchOptions, fetch: recorder.fetch });
+      fetchMs += performance.now() - started;
+      const sha = await sha256Hex(fetched.bytes);
+      if (policy.write && config.cache.sourceMaxTtlS > 0 && fetched.source === "url") {
+        ctx.waitUntil(storeSource(url, fetched.bytes, sha, recorder.headers(), config.cache.sourceMaxTtlS));
+      }
+      return fetched.bytes;
+    };
+    const cachedSha = config.cache.sourceMaxTtlS > 0 ? await tolerant(cachedSourceSha(url, policy), null) : null;
+    if (cachedSha) {
+      sourceSha = cachedSha;
+      sourceStatus = "hit";
+      getBytes = async () => (await tolerant(cachedSourceBytes(url, cachedSha), null)) ?? fetchFresh();
+    } else {
+      bytes = await fetchFresh();
+      sourceSha = await sha256Hex(bytes);
+      sourceStatus = policy.read ? "miss" : "bypass";
+      const b = bytes;
+      getBytes = async () => b;
+    }
+  }
+
+  // 2. The tensor: cached, being computed by an identical request, or computed here.
+  const bucket = ctx.env.TENSOR_CACHE;
+  const key = tensorCacheKey(sourceSha, orientation);
+  const compute = async (): Promise<Computed> => {
+    const input = await getBytes();
+    const run = () => preprocessImage(input, getCodecs(), { format: "f16", orientation, limits: config.image });
+    const result = await (ctx.serialize ? ctx.serialize(run) : run());
+    const meta = { sha256: result.sha256, width: result.width, height: result.height };
+    if (policy.write && config.cache.tensorMaxAgeS > 0) ctx.waitUntil(storeTensor(bucket, key, result.tensor, meta));
+    return {
+      tensor: result.tensor,
+      meta,
+      timings: { decode: result.timingMs.decode, resize: result.timingMs.resize, normalize: result.timingMs.normalize },
+    };
   };
+  const finish = (computed: Computed, status: TensorCacheStatus): PreparedImage => ({
+    ...computed.meta,
+    timings: { fetch: fetchMs, ...(status === "miss" || status === "bypass" ? computed.timings : { decode: 0, resize: 0, normalize: 0 }) },
+    cache: { source: sourceStatus, tensor: status },
+    tensor: async () => computed.tensor,
+  });
+
+  if (!policy.read) return finish(await compute(), "bypass");
+  const cached = await tolerant(findTensor(bucket, key, config.cache.tensorMaxAgeS), null);
+  if (cached) {
+    return {
+      ...cached,
+      timings: { fetch: fetchMs, decode: 0, resize: 0, normalize: 0 },
+      cache: { source: sourceStatus, tensor: "hit" },
+      tensor: async () => (await tolerant(loadTensor(bucket, key, cached, F16_BYTES), null)) ?? (await compute()).tensor,
+    };
+  }
+  const pending = preprocessing.get(key);
+  if (pending) return finish(await pending, "coalesced");
+  const started = compute();
+  preprocessing.set(key, started);
+  const drop = () => {
+    if (preprocessing.get(key) === started) preprocessing.delete(key);
+  };
+  started.then(drop, drop);
+  return finish(await started, "miss");
 }
 
 /**
- * Several images: fetched concurrently (network-bound), preprocessed one after another inside the
- * isolate (CPU-bound, and one decoder at a time keeps peak memory to one image's).
+ * Several images: fetched and identified concurrently (network-bound), preprocessed one after another
+ * inside the isolate (CPU-bound, and one decoder at a time keeps peak memory to one image's).
  */
 export async function prepareImages(
   sources: ImageSource[],
-  config: Config,
-  options: { orientation?: OrientationMode; signal?: AbortSignal } = {},
+  ctx: ImageContext,
+  orientation: OrientationMode = "apply",
 ): Promise<PreparedImage[]> {
-  const fetched = await Promise.all(
-    sources.map(async (s): Promise<{ source: ImageSource; fetchMs: number }> => {
-      if ("bytes" in s) return { source: s, fetchMs: 0 };
-      const started = performance.now();
-      const { bytes } = await fetchImage(s.url, { maxBytes: config.image.maxBytes, ...config.fetch, signal: options.signal });
-      return { source: { bytes }, fetchMs: performance.now() - started };
-    }),
-  );
-  const out: PreparedImage[] = [];
-  for (const f of fetched) {
-    const image = await prepareImage(f.source, config, options);
-    image.timings.fetch = f.fetchMs;
-    out.push(image);
-  }
-  return out;
+  let tail: Promise<unknown> = Promise.resolve();
+  const serialize = <T>(work: () => Promise<T>): Promise<T> => {
+    const run = tail.then(work, work);
+    tail = run.catch(() => {});
+    return run;
+  };
+  return Promise.all(sources.map((s) => prepareImage(s, { ...ctx, serialize }, orientation)));
 }
 
 /** `Server-Timing` entries for the image work of a request (summed over its images). */
 export function imageServerTiming(images: PreparedImage[]): string[] {
   const sum = (k: keyof PreparedImage["timings"]) => images.reduce((n, i) => n + i.timings[k], 0).toFixed(1);
   return [`fetch;dur=${sum("fetch")}`, `decode;dur=${sum("decode")}`, `resize;dur=${sum("resize")}`, `normalize;dur=${sum("normalize")}`];
+}
+
+/** `x-cache-detail` parts for the image layers: `source=hit,miss; tensor=hit,hit` (one entry per image). */
+export function imageCacheDetail(images: PreparedImage[]): string[] {
+  if (images.length === 0) return [];
+  return [`source=${images.map((i) => i.cache.source).join(",")}`, `tensor=${images.map((i) => i.cache.tensor).join(",")}`];
 }

@@ -1,13 +1,14 @@
 /**
  * Captions, VQA and grounding: one image, one prompt, an answer streamed as named SSE events or
- * returned as JSON (src/stream/task.ts describes both shapes).
+ * returned as JSON (src/stream/task.ts describes both shapes), through the caches (./answer.ts).
  */
 import type { Context } from "hono";
+import { requestCachePolicy } from "../cache/policy";
 import type { AppEnv } from "../env";
 import { captionPrompt, groundingPrompt, type TaskPrompt, vqaPrompt } from "../prompt/index";
-import { collectTask, relayTask, sseResponse, type Task } from "../stream/index";
-import { generate } from "./generate";
-import { imageServerTiming, prepareImage } from "./images";
+import { collectTask, relaySse, sseResponse, type Task, TaskFramer } from "../stream/index";
+import { answer, answerHeaders, usageReporter } from "./answer";
+import { imageContext, prepareImage } from "./images";
 import { resolveModel } from "./model";
 import { CaptionRequest, GroundingRequest, VqaRequest } from "./schemas";
 import { readTaskInput } from "./task-input";
@@ -20,7 +21,8 @@ export async function serveTask(c: Context<AppEnv>, task: Task): Promise<Respons
   const { model, variant } = resolveModel(body.model);
   const config = c.get("config");
   const signal = c.req.raw.signal;
-  const image = await prepareImage(input.image, config, { orientation: body.orientation, signal });
+  const policy = requestCachePolicy(c.req.raw.headers);
+  const image = await prepareImage(input.image, imageContext(c, policy), body.orientation ?? "apply");
 
   let prompt: TaskPrompt;
   let grounding: ReturnType<typeof groundingPrompt>["grounding"] | undefined;
@@ -32,37 +34,40 @@ export async function serveTask(c: Context<AppEnv>, task: Task): Promise<Respons
     grounding = g.grounding;
   }
 
-  const generation = await generate(c, {
+  const ans = await answer(c, {
     variant,
     prompts: [prompt.segments],
     images: [image],
     sampling: { ...body, max_tokens: body.max_completion_tokens ?? body.max_tokens },
+    policy,
     signal,
   });
+  const report = usageReporter(c, 1, ans.hit);
   const options = {
     task,
     image: { width: image.width, height: image.height },
     ...(grounding ? { grounding } : {}),
     meta: { id: `${task}-${c.get("requestId")}`, model, image: { width: image.width, height: image.height } },
   };
-  const headers = {
-    "x-engine": generation.stream.engine,
-    "x-request-id": c.get("requestId"),
-    "server-timing": [...imageServerTiming([image]), `queue;dur=${generation.queueMs.toFixed(1)}`].join(", "),
-  };
+  const headers = answerHeaders(c, ans, [image]);
   if (body.stream) {
-    const stream = relayTask(generation.stream.events, options, {
+    const framer = new TaskFramer(options);
+    const stream = relaySse(ans.events, framer, {
       keepAliveMs: config.stream.keepAliveMs,
       signal,
-      onEnd: generation.release,
+      onEnd: (outcome) => {
+        ans.release();
+        report(outcome === "complete", framer.state.result?.usage);
+      },
     });
     return sseResponse(stream, { headers });
   }
   try {
-    const collected = await collectTask(generation.stream.events, options);
+    const collected = await collectTask(ans.events, options);
+    report(collected.ok, collected.ok ? collected.result.usage : undefined);
     if (!collected.ok) throw collected.error;
     return c.json(collected.result, 200, headers);
   } finally {
-    generation.release();
+    ans.release();
   }
 }

@@ -1,6 +1,9 @@
 /** Shared helpers for the tests that run inside workerd. */
+import { createExecutionContext, waitOnExecutionContext } from "cloudflare:test";
 import { env } from "cloudflare:workers";
+import { app } from "../../src/index";
 
+/** The root key (`EDGE_API_KEY` in vitest.config.ts): every scope, no rate limit. */
 export const TOKEN = "test-tensors-token";
 
 export interface ManifestItem {
@@ -26,4 +29,56 @@ export async function fixture(path: string): Promise<Uint8Array> {
 export async function sha256Hex(data: ArrayBuffer | Uint8Array): Promise<string> {
   const digest = await crypto.subtle.digest("SHA-256", data);
   return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+/**
+ * The test env with a simulated GPU node (test/node/support/workers-services.ts) as the pool's one
+ * static node. `nodeUrl` picks which of the two simulated nodes.
+ */
+export function envWithNode(nodeUrl: string | undefined = env.SIM_NODE_URL, vars: Record<string, string> = {}): Cloudflare.Env {
+  if (!nodeUrl) throw new Error("no simulated node: is test/node/support/workers-services.ts in vitest.config.ts's globalSetup?");
+  return {
+    ...env,
+    POOL_STATIC_NODES: JSON.stringify([{ id: "sim", url: nodeUrl, variant: "qwen-vl-chat", capacity: 8, engine: "simulated" }]),
+    ...vars,
+  } as Cloudflare.Env;
+}
+
+export type EdgeResponse = Response & {
+  /** Waits for the request's `waitUntil` work (cache writes, usage records). Read a stream's body first. */
+  settled: () => Promise<void>;
+};
+
+/** Calls the Worker's app in this isolate with `e` as its env. */
+export async function edge(e: Cloudflare.Env, path: string, init: RequestInit = {}): Promise<EdgeResponse> {
+  const ctx = createExecutionContext();
+  const res = (await app.fetch(new Request(`http://edge.test${path}`, init), e, ctx)) as Response;
+  return Object.assign(res, { settled: () => waitOnExecutionContext(ctx) });
+}
+
+/** Creates an API key through the admin route with the root key; returns the route's answer. */
+export async function createKey(
+  e: Cloudflare.Env,
+  body: { name?: string; scopes: string[]; rate?: string; quota?: number; key?: string },
+): Promise<{ id: string; key: string; webhook_secret: string; scopes: string[]; rate: string; quota: number | null }> {
+  const res = await edge(e, "/v1/keys", {
+    method: "POST",
+    headers: { authorization: `Bearer ${TOKEN}`, "content-type": "application/json" },
+    body: JSON.stringify({ name: "test", ...body }),
+  });
+  if (res.status !== 201) throw new Error(`create key: HTTP ${res.status} ${await res.text()}`);
+  return res.json();
+}
+
+export const bearer = (key: string) => ({ authorization: `Bearer ${key}` });
+
+/** Generate requests a simulated node has answered so far (its Prometheus counter, every outcome). */
+export async function nodeRequests(nodeUrl: string): Promise<number> {
+  const text = await (await fetch(`${nodeUrl}/metrics`)).text();
+  let sum = 0;
+  for (const line of text.split("\n")) {
+    const m = /^qvl_node_requests_total(\{[^}]*\})?\s+([0-9.eE+-]+)$/.exec(line);
+    if (m) sum += Number(m[2]);
+  }
+  return sum;
 }

@@ -2,10 +2,18 @@
  * A local stack for end-to-end tests: the edge under `wrangler dev` and GPU nodes (`gpu-node serve
  * --engine simulated`) registered to it, all on 127.0.0.1 with free ports. Every wait is bounded;
  * `stop()` sends SIGTERM (nodes drain and deregister) and SIGKILLs what is left after a timeout.
+ *
+ * Keys: the edge gets a random root key (`EDGE_API_KEY`, `rootKey`); `key` is a `qvl_` key with every
+ * scope made through the admin route with it, the way `npm start` makes its development key.
+ * The caches are off (source, tensor and result) unless `vars` turns them on: these tests count the
+ * requests that reach each node and time their sequences, and a cache would change both.
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
+import { mkdtempSync, rmSync } from "node:fs";
 import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 
@@ -27,7 +35,10 @@ export interface RunningNode {
 
 export interface Stack {
   edge: string;
+  /** A `qvl_` key with every scope (rate 100000/min). */
   key: string;
+  /** The root key (`EDGE_API_KEY`). */
+  rootKey: string;
   nodeSecret: string;
   nodes: Map<string, RunningNode>;
   logs: string[];
@@ -65,14 +76,26 @@ function exited(child: ChildProcess): Promise<void> {
 export async function startStack(specs: NodeSpec[], options: { vars?: Record<string, string> } = {}): Promise<Stack> {
   const port = await freePort();
   const edge = `http://127.0.0.1:${port}`;
-  const key = `qvl_test_${randomBytes(12).toString("hex")}`;
+  const rootKey = `root_${randomBytes(16).toString("hex")}`;
+  let key = "";
   const nodeSecret = randomBytes(16).toString("hex");
   const logs: string[] = [];
   const children: ChildProcess[] = [];
+  // Its own local state (KV, R2, Durable Objects), not the .wrangler/state that `npm start` keeps.
+  const persist = mkdtempSync(join(tmpdir(), "qvl-e2e-"));
   const keep = (name: string) => (d: Buffer) => {
     if (logs.length < 2000) logs.push(`[${name}] ${d.toString()}`);
   };
-  const vars = { EDGE_API_KEY: key, NODE_SECRET: nodeSecret, ALLOW_HTTP_LOOPBACK: "true", SSE_KEEP_ALIVE_MS: "500", ...options.vars };
+  const vars = {
+    EDGE_API_KEY: rootKey,
+    NODE_SECRET: nodeSecret,
+    ALLOW_HTTP_LOOPBACK: "true",
+    SSE_KEEP_ALIVE_MS: "500",
+    SOURCE_CACHE_MAX_TTL_S: "0",
+    TENSOR_CACHE_MAX_AGE_S: "0",
+    RESULT_CACHE_TTL_S: "0",
+    ...options.vars,
+  };
   const wrangler = spawn(
     process.execPath,
     [
@@ -85,6 +108,8 @@ export async function startStack(specs: NodeSpec[], options: { vars?: Record<str
       "--inspector-port",
       String(await freePort()),
       "--show-interactive-dev-session=false",
+      "--persist-to",
+      persist,
       ...Object.entries(vars).flatMap(([k, v]) => ["--var", `${k}:${v}`]),
     ],
     {
@@ -104,9 +129,11 @@ export async function startStack(specs: NodeSpec[], options: { vars?: Record<str
     wrangler.kill("SIGTERM");
     await Promise.race([exited(wrangler), new Promise((r) => setTimeout(r, 5000))]);
     for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill("SIGKILL");
+    rmSync(persist, { recursive: true, force: true });
   };
   try {
     await waitFor("edge", async () => (await fetch(`${edge}/healthz`, { signal: AbortSignal.timeout(1000) })).ok, 90_000);
+    key = await createAllScopesKey(edge, rootKey);
     for (const spec of specs) {
       const child = spawn(
         process.execPath,
@@ -171,7 +198,18 @@ export async function startStack(specs: NodeSpec[], options: { vars?: Record<str
     await stop();
     throw new Error(`${(err as Error).message}\n${logs.slice(-40).join("")}`);
   }
-  return { edge, key, nodeSecret, nodes, logs, stop };
+  return { edge, key, rootKey, nodeSecret, nodes, logs, stop };
+}
+
+/** A `qvl_` key with every scope, made through the admin route (`POST /v1/keys`) with the root key. */
+export async function createAllScopesKey(edge: string, rootKey: string, name = "e2e"): Promise<string> {
+  const res = await fetch(`${edge}/v1/keys`, {
+    method: "POST",
+    headers: { authorization: `Bearer ${rootKey}`, "content-type": "application/json" },
+    body: JSON.stringify({ name, scopes: ["caption", "vqa", "grounding", "chat", "moderate", "admin"], rate: "100000/min" }),
+  });
+  if (res.status !== 201) throw new Error(`creating a key: HTTP ${res.status} ${await res.text()}`);
+  return ((await res.json()) as { key: string }).key;
 }
 
 /** A counter's value from Prometheus text (sum over series matching the label filter). */

@@ -1,0 +1,191 @@
+/**
+ * Where an answer comes from: the result cache, an identical request already in flight, or the GPU.
+ *
+ *   non-deterministic (temperature > 0 without a seed),
+ *   or no result store configured                        → the GPU, nothing shared or kept   (result=off)
+ *   `Cache-Control: no-cache` / `no-store`              → the GPU; kept unless no-store     (result=bypass)
+ *   deterministic                                        → joinOrStart(key):
+ *        a stored answer (KV)                            → replayed                          (result=hit)
+ *        an identical request in flight in this isolate  → its events, live                  (result=coalesced)
+ *        neither                                         → the GPU, then stored              (result=miss)
+ *
+ * Every path hands back a node event stream, so the routes frame all of them the same way.
+ */
+import type { Context } from "hono";
+import { Flight, joinOrStart } from "../cache/flights";
+import type { CachePolicy } from "../cache/policy";
+import { compactEvents, getResult, isDeterministic, putResult, replayEvents, resultKey } from "../cache/results";
+import type { AppEnv, Env } from "../env";
+import type { UsageOutcome } from "../middleware/api-key";
+import { waitUntil } from "../middleware/rate-limit";
+import { getPoolRouter } from "../pool/router";
+import type { ModelVariant, NodeEvent, Segment } from "../protocol/index";
+import { type GenerateSampling, generate, samplingFor } from "./generate";
+import { imageCacheDetail, imageServerTiming, type PreparedImage } from "./images";
+
+export type ResultCacheStatus = "hit" | "coalesced" | "miss" | "bypass" | "off";
+
+export interface AnswerPlan {
+  variant: ModelVariant;
+  prompts: Segment[][];
+  images: PreparedImage[];
+  sampling: GenerateSampling;
+  policy: CachePolicy;
+  /** The client's signal: it going away stops the GPU work once no other request shares it. */
+  signal: AbortSignal;
+}
+
+export interface Answer {
+  events: ReadableStream<NodeEvent>;
+  engine: string;
+  queueMs: number;
+  /** `x-cache: HIT`: this request started no GPU work (a stored answer, or one shared with an identical request). */
+  hit: boolean;
+  result: ResultCacheStatus;
+  /** Call when the events are finished with. */
+  release: () => void;
+}
+
+/** `engine@version` of the live nodes serving the variant (part of the result key); null when none. */
+async function engineTag(env: Env, variant: ModelVariant): Promise<string | null> {
+  try {
+    const nodes = await getPoolRouter(env).nodes();
+    const tags = [...new Set(nodes.filter((n) => n.variant === variant && !n.draining).map((n) => `${n.engine}@${n.version}`))].sort();
+    return tags.length ? tags.join(",") : null;
+  } catch {
+    return null;
+  }
+}
+
+async function tensorsOf(images: PreparedImage[]) {
+  return Promise.all(images.map(async (i) => ({ tensor: await i.tensor(), sha256: i.sha256 })));
+}
+
+/** The GPU, straight through (no recording). */
+async function live(c: Context<AppEnv>, plan: AnswerPlan, result: ResultCacheStatus): Promise<Answer> {
+  const generation = await generate(c, { ...plan, images: await tensorsOf(plan.images), signal: plan.signal });
+  return {
+    events: generation.stream.events,
+    engine: generation.stream.engine,
+    queueMs: generation.queueMs,
+    hit: false,
+    result,
+    release: generation.release,
+  };
+}
+
+/** The GPU, recorded: a flight whose events can be shared and stored. */
+async function startFlight(c: Context<AppEnv>, plan: AnswerPlan, signal: AbortSignal): Promise<Flight> {
+  const generation = await generate(c, { ...plan, images: await tensorsOf(plan.images), signal });
+  const flight = new Flight(generation.stream.events, plan.prompts.length, generation.stream.engine, generation.queueMs);
+  signal.addEventListener("abort", () => flight.cancel(signal.reason), { once: true });
+  flight.finished.finally(generation.release);
+  return flight;
+}
+
+function storeWhenComplete(c: Context<AppEnv>, key: string, flight: Flight): Promise<unknown> {
+  const ttl = c.get("config").cache.resultTtlS;
+  const stored = flight.finished.then((outcome) =>
+    outcome === "complete"
+      ? putResult(
+          c.env.RESULT_CACHE,
+          key,
+          { v: 1, engine: flight.engine, created_at: new Date().toISOString(), events: compactEvents(flight.events) },
+          ttl,
+        )
+      : undefined,
+  );
+  waitUntil(c, stored);
+  return stored.catch(() => {});
+}
+
+export async function answer(c: Context<AppEnv>, plan: AnswerPlan): Promise<Answer> {
+  const sampling = samplingFor(plan.sampling);
+  if (!isDeterministic(sampling)) return live(c, plan, "off");
+  // No result store configured (RESULT_CACHE unbound, or a TTL of 0): no result layer, and no coalescing either.
+  if (!c.env.RESULT_CACHE || c.get("config").cache.resultTtlS <= 0) return live(c, plan, "off");
+  if (!plan.policy.read && !plan.policy.write) return live(c, plan, "bypass");
+  const engines = await engineTag(c.env, plan.variant);
+  if (!engines) return live(c, plan, "miss"); // no live node: the dispatch answers 503
+  const key = await resultKey({
+    variant: plan.variant,
+    engines,
+    prompts: plan.prompts,
+    tensors: plan.images.map((i) => i.sha256),
+    sampling,
+  });
+
+  if (!plan.policy.read) {
+    // no-cache: a fresh answer of its own (not shared with requests that may read the cache), stored.
+    const controller = new AbortController();
+    plan.signal.addEventListener("abort", () => controller.abort(plan.signal.reason), { once: true });
+    const flight = await startFlight(c, plan, controller.signal);
+    storeWhenComplete(c, key, flight);
+    return {
+      events: flight.subscribe(() => controller.abort(new Error("client went away"))),
+      engine: flight.engine,
+      queueMs: flight.queueMs,
+      hit: false,
+      result: "bypass",
+      release: () => {},
+    };
+  }
+
+  const joined = await joinOrStart(key, plan.signal, async (signal) => {
+    const stored = await getResult(c.env.RESULT_CACHE, key).catch(() => null);
+    if (stored) return { kind: "stored", result: stored };
+    const flight = await startFlight(c, plan, signal);
+    return { kind: "flight", flight, stored: storeWhenComplete(c, key, flight) };
+  });
+  const { shared } = joined;
+  if (shared.kind === "stored") {
+    joined.leave();
+    return {
+      events: replayEvents(shared.result.events),
+      engine: shared.result.engine,
+      queueMs: 0,
+      hit: true,
+      result: "hit",
+      release: () => {},
+    };
+  }
+  return {
+    events: shared.flight.subscribe(joined.leave),
+    engine: shared.flight.engine,
+    queueMs: joined.leader ? shared.flight.queueMs : 0,
+    hit: !joined.leader,
+    result: joined.leader ? "miss" : "coalesced",
+    release: () => {},
+  };
+}
+
+/** The headers every answer carries: engine, request id, the cache verdicts and the timings. */
+export function answerHeaders(c: Context<AppEnv>, ans: Answer, images: PreparedImage[]): Record<string, string> {
+  return {
+    "x-engine": ans.engine,
+    "x-request-id": c.get("requestId"),
+    "x-cache": ans.hit ? "HIT" : "MISS",
+    "x-cache-detail": [`result=${ans.result}`, ...imageCacheDetail(images)].join("; "),
+    "server-timing": [...imageServerTiming(images), `queue;dur=${ans.queueMs.toFixed(1)}`].join(", "),
+  };
+}
+
+/**
+ * Hands the rate-limit middleware what this request used, once its answer has ended (at once for JSON,
+ * at the end of the stream for SSE). Returns the function to call then.
+ */
+export function usageReporter(
+  c: Context<AppEnv>,
+  images: number,
+  cached: boolean,
+): (ok: boolean, usage?: { prompt_tokens: number; completion_tokens: number }) => void {
+  let settle: (u: UsageOutcome) => void = () => {};
+  c.set(
+    "usage",
+    new Promise<UsageOutcome>((r) => {
+      settle = r;
+    }),
+  );
+  return (ok, usage) =>
+    settle({ ok, images, cached, promptTokens: usage?.prompt_tokens ?? 0, completionTokens: usage?.completion_tokens ?? 0 });
+}
