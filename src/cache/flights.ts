@@ -146,6 +146,8 @@ export async function joinOrStart(
   start: (signal: AbortSignal) => Promise<Shared>,
 ): Promise<Joined> {
   let entry = inflight.get(key);
+  // Work whose every participant left is being cancelled: start afresh rather than share its failure.
+  if (entry?.controller.signal.aborted) entry = undefined;
   const leader = !entry;
   if (!entry) {
     const controller = new AbortController();

@@ -4,7 +4,8 @@
  *   hash:<sha256 of the key>  → the KeyRecord (JSON); the only way in from a bearer token
  *   id:<key id>               → the sha256, with the public view as metadata (listing needs no extra reads)
  *
- * Lookups go through a small per-isolate cache (60 s). That is safe for revocation because revocation
+ * KV is eventually consistent: a new key works at once where it was made and everywhere within about a
+ * minute. Lookups go through a small per-isolate cache (60 s). That is safe for revocation because revocation
  * does not depend on it: the key's Durable Object (src/ratelimit/) is told at once and refuses every
  * later request, whatever KV or this cache still say.
  */

@@ -344,6 +344,55 @@ describe("coalescing", () => {
     expect(responses.filter((r) => /tensor=miss/.test(detail(r)))).toHaveLength(1);
   });
 
+  it("a participant that leaves does not stop the others; the last one leaving cancels the GPU work", async () => {
+    const cancelledOnNode = async () => {
+      await gpuCalls();
+      const text = await (await fetch(`${NODE}/metrics`)).text();
+      return text
+        .split("\n")
+        .filter((l) => l.startsWith("qvl_node_requests_total{") && l.includes('outcome="cancelled"'))
+        .reduce((n, l) => n + Number(l.split(" ").at(-1)), 0);
+    };
+    const start = (seed: number) => {
+      const controller = new AbortController();
+      const res = edge(E, `/v1/captions?seed=${seed}&stream=true`, {
+        method: "POST",
+        headers: { ...bearer(key), "content-type": "image/jpeg" },
+        body: small as Uint8Array<ArrayBuffer>,
+        signal: controller.signal,
+      });
+      return { controller, res };
+    };
+    const firstChunk = async (res: Response) => {
+      const reader = res.body!.getReader();
+      await reader.read();
+      return reader;
+    };
+
+    // Two share one generation; the first leaves after its first bytes; the second gets the whole answer.
+    const seed = nextSeed();
+    const before = await gpuCalls();
+    const a = start(seed);
+    const b = start(seed);
+    const [ra, rb] = await Promise.all([a.res, b.res]);
+    const readerA = await firstChunk(ra);
+    a.controller.abort();
+    await readerA.cancel().catch(() => {});
+    const done = (await events(rb)).at(-1)!;
+    expect(done.event).toBe("done");
+    expect(JSON.parse(done.data).caption).toContain("[simulated]");
+    expect(await gpuCalls()).toBe(before + 1);
+
+    // Alone, leaving cancels the node's work.
+    const cancelledBefore = await cancelledOnNode();
+    const c = start(nextSeed());
+    const readerC = await firstChunk(await c.res);
+    c.controller.abort();
+    await readerC.cancel().catch(() => {});
+    await new Promise((r) => setTimeout(r, 200));
+    expect(await cancelledOnNode()).toBe(cancelledBefore + 1);
+  });
+
   it("x-cache is on every response of the cached routes, errors included", async () => {
     const res = await raw("/v1/captions", new Uint8Array([1, 2, 3]));
     expect(res.status).toBe(415);
