@@ -63,7 +63,8 @@ const quantile = (xs: number[], q: number) => {
 };
 
 function buildWorker(): string {
-  const outdir = `${root}.bench/cache-dist`;
+  // Under a `dist` folder: biome (and git) leave build output alone.
+  const outdir = `${root}.bench/cache/dist`;
   execFileSync("npx", ["wrangler", "deploy", "--dry-run", "--outdir", outdir], {
     cwd: root,
     stdio: ["ignore", "ignore", "inherit"],

@@ -60,8 +60,10 @@ interface Computed {
   timings: { decode: number; resize: number; normalize: number };
 }
 
+type Found = { cached: TensorMeta } | { computed: Computed };
+
 const F16_BYTES = tensorBytes("f16");
-const preprocessing = new Map<string, Promise<Computed>>();
+const preprocessing = new Map<string, Promise<Found>>();
 
 /** A cache that fails is a miss, never a failed request. */
 async function tolerant<T>(promise: Promise<T>, fallback: T): Promise<T> {
@@ -137,24 +139,30 @@ export async function prepareImage(source: ImageSource, ctx: ImageContext, orien
   });
 
   if (!policy.read) return finish(await compute(), "bypass");
-  const cached = await tolerant(findTensor(bucket, key, config.cache.tensorMaxAgeS), null);
-  if (cached) {
-    return {
-      ...cached,
-      timings: { fetch: fetchMs, decode: 0, resize: 0, normalize: 0 },
-      cache: { source: sourceStatus, tensor: "hit" },
-      tensor: async () => (await tolerant(loadTensor(bucket, key, cached, F16_BYTES), null)) ?? (await compute()).tensor,
-    };
-  }
+  const fromCache = (cached: TensorMeta): PreparedImage => ({
+    ...cached,
+    timings: { fetch: fetchMs, decode: 0, resize: 0, normalize: 0 },
+    cache: { source: sourceStatus, tensor: "hit" },
+    tensor: async () => (await tolerant(loadTensor(bucket, key, cached, F16_BYTES), null)) ?? (await compute()).tensor,
+  });
+  // Lookup and computation as one unit per key, registered before anything is awaited: identical images
+  // arriving together make one lookup and at most one decode.
   const pending = preprocessing.get(key);
-  if (pending) return finish(await pending, "coalesced");
-  const started = compute();
+  if (pending) {
+    const found = await pending;
+    return "cached" in found ? fromCache(found.cached) : finish(found.computed, "coalesced");
+  }
+  const started = (async (): Promise<Found> => {
+    const cached = await tolerant(findTensor(bucket, key, config.cache.tensorMaxAgeS), null);
+    return cached ? { cached } : { computed: await compute() };
+  })();
   preprocessing.set(key, started);
   const drop = () => {
     if (preprocessing.get(key) === started) preprocessing.delete(key);
   };
   started.then(drop, drop);
-  return finish(await started, "miss");
+  const found = await started;
+  return "cached" in found ? fromCache(found.cached) : finish(found.computed, "miss");
 }
 
 /**
