@@ -99,7 +99,12 @@ export function decodeEventStream(body: ReadableStream<Uint8Array>): ReadableStr
           controller.enqueue(
             parsed.success
               ? parsed.data
-              : { type: "error", code: "internal_error", message: `malformed ${message.event ?? "message"} event from the node`, retryable: true },
+              : {
+                  type: "error",
+                  code: "internal_error",
+                  message: `malformed ${message.event ?? "message"} event from the node`,
+                  retryable: true,
+                },
           );
         },
       }),

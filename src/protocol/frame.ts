@@ -83,10 +83,12 @@ export async function decodeFrame(
   options: Partial<FrameLimits> & { verifyChecksums?: boolean } = {},
 ): Promise<DecodedFrame> {
   const limits = { ...DEFAULT_FRAME_LIMITS, ...options };
-  if (frame.byteLength > limits.maxFrameBytes) throw new FrameError("frame_too_large", `frame is ${frame.byteLength} bytes; the limit is ${limits.maxFrameBytes}`);
+  if (frame.byteLength > limits.maxFrameBytes)
+    throw new FrameError("frame_too_large", `frame is ${frame.byteLength} bytes; the limit is ${limits.maxFrameBytes}`);
   if (frame.byteLength < 4) throw new FrameError("frame_truncated", "frame is shorter than its 4-byte header length");
   const headerLength = new DataView(frame.buffer, frame.byteOffset, frame.byteLength).getUint32(0);
-  if (headerLength > limits.maxHeaderBytes) throw new FrameError("header_too_large", `header is ${headerLength} bytes; the limit is ${limits.maxHeaderBytes}`);
+  if (headerLength > limits.maxHeaderBytes)
+    throw new FrameError("header_too_large", `header is ${headerLength} bytes; the limit is ${limits.maxHeaderBytes}`);
   if (4 + headerLength > frame.byteLength) throw new FrameError("frame_truncated", "frame ends inside its JSON header");
   let json: unknown;
   try {
@@ -95,7 +97,10 @@ export async function decodeFrame(
     throw new FrameError("header_invalid_json", "header is not valid UTF-8 JSON");
   }
   if (typeof json === "object" && json !== null && "version" in json && json.version !== PROTOCOL_VERSION) {
-    throw new FrameError("unsupported_version", `protocol version ${String(json.version)} is not supported (this side speaks ${PROTOCOL_VERSION})`);
+    throw new FrameError(
+      "unsupported_version",
+      `protocol version ${String(json.version)} is not supported (this side speaks ${PROTOCOL_VERSION})`,
+    );
   }
   const parsed = GenerateHeader.safeParse(json);
   if (!parsed.success) {
@@ -111,11 +116,13 @@ export async function decodeFrame(
     if (span.start < cursor) throw new FrameError("image_overlap", `image ${span.i} overlaps another image`);
     cursor = span.end;
   }
-  if (cursor !== tensorSection.byteLength) throw new FrameError("trailing_bytes", `${tensorSection.byteLength - cursor} bytes follow the last image`);
+  if (cursor !== tensorSection.byteLength)
+    throw new FrameError("trailing_bytes", `${tensorSection.byteLength - cursor} bytes follow the last image`);
   const images = header.images.map((img) => tensorSection.subarray(img.offset, img.offset + img.length));
   if (options.verifyChecksums ?? true) {
     for (const [i, img] of header.images.entries()) {
-      if ((await sha256Hex(images[i])) !== img.sha256) throw new FrameError("image_checksum_mismatch", `image ${i}'s bytes do not match its sha256`);
+      if ((await sha256Hex(images[i])) !== img.sha256)
+        throw new FrameError("image_checksum_mismatch", `image ${i}'s bytes do not match its sha256`);
     }
   }
   return { header, images };

@@ -36,7 +36,14 @@ export type ModelVariant = z.infer<typeof ModelVariant>;
 export const Segment = z.discriminatedUnion("type", [
   z.object({ type: z.literal("template"), text: z.string().max(PROTOCOL_LIMITS.maxTextChars) }),
   z.object({ type: z.literal("user"), text: z.string().max(PROTOCOL_LIMITS.maxTextChars) }),
-  z.object({ type: z.literal("image"), index: z.number().int().min(0).max(PROTOCOL_LIMITS.maxImages - 1) }),
+  z.object({
+    type: z.literal("image"),
+    index: z
+      .number()
+      .int()
+      .min(0)
+      .max(PROTOCOL_LIMITS.maxImages - 1),
+  }),
 ]);
 export type Segment = z.infer<typeof Segment>;
 
@@ -56,7 +63,8 @@ export const ImageDescriptor = z
   .superRefine((img, ctx) => {
     const want = img.dtype === "f16" ? [3, TENSOR_SIDE, TENSOR_SIDE] : [TENSOR_SIDE, TENSOR_SIDE, 3];
     if (img.shape.some((d, i) => d !== want[i])) ctx.addIssue({ code: "custom", message: `shape must be [${want}] for ${img.dtype}` });
-    if (img.length !== tensorBytes(img.dtype)) ctx.addIssue({ code: "custom", message: `length must be ${tensorBytes(img.dtype)} for ${img.dtype}` });
+    if (img.length !== tensorBytes(img.dtype))
+      ctx.addIssue({ code: "custom", message: `length must be ${tensorBytes(img.dtype)} for ${img.dtype}` });
   });
 export type ImageDescriptor = z.infer<typeof ImageDescriptor>;
 
@@ -68,7 +76,12 @@ export const Sampling = z.object({
   top_k: z.number().int().min(0).max(1000).default(0),
   repetition_penalty: z.number().gt(0).max(2).default(1),
   stop: z.array(z.string().min(1).max(PROTOCOL_LIMITS.maxStopChars)).max(PROTOCOL_LIMITS.maxStop).default([]),
-  seed: z.number().int().min(0).max(2 ** 32 - 1).optional(),
+  seed: z
+    .number()
+    .int()
+    .min(0)
+    .max(2 ** 32 - 1)
+    .optional(),
   /** Number of top alternatives to return per token (0 = none; the chosen token's logprob only). */
   logprobs: z.number().int().min(0).max(5).optional(),
 });
