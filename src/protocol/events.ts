@@ -7,7 +7,7 @@
  *
  * A node sends what is ready as one `token` event (the edge pays per chunk, not per byte).
  */
-import { EventSourceParserStream } from "eventsource-parser/stream";
+import { createParser } from "eventsource-parser";
 import { z } from "zod";
 
 export const TokenLogprob = z.object({
@@ -81,32 +81,84 @@ export function encodeEvents(events: NodeEvent[]): string {
   return events.map(encodeEvent).join("");
 }
 
-/** Parses a node's SSE byte stream into validated events; a malformed event becomes an `error` event. */
+/** A node's SSE byte stream decoded into validated events, with a look at the first one. */
+export interface NodeEventStream {
+  events: ReadableStream<NodeEvent>;
+  /** The next event without consuming it (null at the end); for deciding on a retry before relaying. */
+  peek(): Promise<NodeEvent | null>;
+}
+
+/**
+ * Parses a node's SSE byte stream into validated events; a malformed event becomes an `error` event.
+ * One stage (bytes → text → eventsource-parser → zod in a single pull source), not a chain of
+ * `pipeThrough`s: the edge pays per chunk and stage, and at 64 streams a three-stage chain cost half
+ * of workerd's CPU on the relay path (docs/benchmarks.md, gateway). Every event parsed from one chunk
+ * is enqueued at once, so the relay can frame them as one write.
+ */
+export function openEventStream(body: ReadableStream<Uint8Array>): NodeEventStream {
+  const reader = body.getReader();
+  const text = new TextDecoder();
+  const queue: NodeEvent[] = [];
+  let ended = false;
+  let filling: Promise<void> | null = null;
+  const parser = createParser({ onEvent: (message) => queue.push(toNodeEvent(message.event, message.data)) });
+
+  const fill = (): Promise<void> => {
+    filling ??= (async () => {
+      while (queue.length === 0 && !ended) {
+        const next = await reader.read();
+        if (next.done) {
+          parser.feed(`${text.decode()}\n\n`); // flush a last event without its blank line
+          ended = true;
+        } else {
+          parser.feed(text.decode(next.value, { stream: true }));
+        }
+      }
+    })().finally(() => {
+      filling = null;
+    });
+    return filling;
+  };
+
+  const events = new ReadableStream<NodeEvent>(
+    {
+      async pull(controller) {
+        await fill();
+        if (queue.length === 0) {
+          controller.close();
+          return;
+        }
+        for (const event of queue.splice(0)) controller.enqueue(event);
+      },
+      cancel(reason) {
+        return reader.cancel(reason);
+      },
+    },
+    { highWaterMark: 0 },
+  );
+  return {
+    events,
+    async peek() {
+      await fill();
+      return queue[0] ?? null;
+    },
+  };
+}
+
+/** Parses a node's SSE byte stream into validated events (see openEventStream). */
 export function decodeEventStream(body: ReadableStream<Uint8Array>): ReadableStream<NodeEvent> {
-  return body
-    .pipeThrough(new TextDecoderStream() as unknown as TransformStream<Uint8Array, string>)
-    .pipeThrough(new EventSourceParserStream())
-    .pipeThrough(
-      new TransformStream({
-        transform(message, controller) {
-          let data: unknown;
-          try {
-            data = JSON.parse(message.data);
-          } catch {
-            data = undefined;
-          }
-          const parsed = NodeEvent.safeParse({ ...(typeof data === "object" && data !== null ? data : {}), type: message.event });
-          controller.enqueue(
-            parsed.success
-              ? parsed.data
-              : {
-                  type: "error",
-                  code: "internal_error",
-                  message: `malformed ${message.event ?? "message"} event from the node`,
-                  retryable: true,
-                },
-          );
-        },
-      }),
-    );
+  return openEventStream(body).events;
+}
+
+function toNodeEvent(name: string | undefined, data: string): NodeEvent {
+  let value: unknown;
+  try {
+    value = JSON.parse(data);
+  } catch {
+    value = undefined;
+  }
+  const parsed = NodeEvent.safeParse({ ...(typeof value === "object" && value !== null ? value : {}), type: name });
+  return parsed.success
+    ? parsed.data
+    : { type: "error", code: "internal_error", message: `malformed ${name ?? "message"} event from the node`, retryable: true };
 }

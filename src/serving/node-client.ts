@@ -3,7 +3,7 @@
  * once its first event has arrived, so a caller can retry elsewhere when a node fails before the
  * first token (nothing has reached the client yet) and not after.
  */
-import { decodeEventStream, encodeFrame, type GenerateHeaderInput, type NodeEvent } from "../protocol/index";
+import { encodeFrame, type GenerateHeaderInput, type NodeEvent, openEventStream } from "../protocol/index";
 
 export interface NodeTarget {
   id: string;
@@ -70,39 +70,20 @@ export async function openNodeStream(options: OpenStreamOptions): Promise<NodeSt
     );
   }
   const engine = response.headers.get("x-engine") ?? "unknown";
-  const reader = decodeEventStream(response.body).getReader();
-  let first: ReadableStreamReadResult<NodeEvent>;
+  const decoded = openEventStream(response.body);
+  let first: NodeEvent | null;
   try {
-    first = await reader.read();
+    first = await decoded.peek();
   } catch (err) {
     if (options.signal.aborted) throw err;
     throw new NodeCallError(`node ${options.node.id} failed before its first event: ${(err as Error).message}`, true);
   }
-  if (first.done) throw new NodeCallError(`node ${options.node.id} closed the stream without an event`, true);
-  if (first.value.type === "error") {
-    reader.cancel().catch(() => {});
-    throw new NodeCallError(`node ${options.node.id}: ${first.value.code}: ${first.value.message}`, first.value.retryable);
+  if (first === null) throw new NodeCallError(`node ${options.node.id} closed the stream without an event`, true);
+  if (first.type === "error") {
+    decoded.events.cancel().catch(() => {});
+    throw new NodeCallError(`node ${options.node.id}: ${first.code}: ${first.message}`, first.retryable);
   }
-  const head = first.value;
-  let sentHead = false;
-  const events = new ReadableStream<NodeEvent>({
-    async pull(controller) {
-      if (!sentHead) {
-        sentHead = true;
-        controller.enqueue(head);
-        return;
-      }
-      try {
-        const next = await reader.read();
-        if (next.done) controller.close();
-        else controller.enqueue(next.value);
-      } catch (err) {
-        controller.error(err);
-      }
-    },
-    cancel(reason) {
-      return reader.cancel(reason);
-    },
-  });
+  // The first event stays queued in the stream: no wrapper stream (one fewer JS step per chunk).
+  const events = decoded.events;
   return { node: options.node, engine, events };
 }

@@ -133,8 +133,9 @@ const NOT_READY = Symbol("not-ready");
 /**
  * Microtask turns to wait for a read before calling a batch complete. An event already queued at the
  * end of a pipe chain settles in 1–2 turns; one still inside a chain of `pipeThrough` transforms needs
- * a few per stage (`decodeEventStream`'s three stages: ≈ 7, measured in workerd). 32 leaves room for
- * more stages and costs microseconds; an event that truly is not there yet waits for the next batch.
+ * a few per stage (≈ 7 for a three-stage chain, measured in workerd; `openEventStream` is one stage).
+ * 32 leaves room for other sources and costs microseconds; an event that truly is not there yet waits
+ * for the next batch.
  */
 const BATCH_TURNS = 32;
 

@@ -20,9 +20,12 @@ export interface Listening {
 export async function listen(app: { fetch: Hono["fetch"] }, options: { host?: string; port?: number } = {}): Promise<Listening> {
   const host = options.host ?? "127.0.0.1";
   const server = createAdaptorServer({ fetch: app.fetch }) as Server;
-  // Long generations stream for minutes: no request timeout; keep-alive shorter than the edge's.
+  // Long generations stream for minutes: no request timeout. Idle keep-alive LONGER than the edge's
+  // client side: a server that closes an idle connection just as the edge reuses it fails that request
+  // (seen in bench:gateway as 503s after ~4 s idle); the client should be the one to close.
   server.requestTimeout = 0;
-  server.keepAliveTimeout = 4_000;
+  server.keepAliveTimeout = 75_000;
+  server.headersTimeout = 80_000; // must exceed keepAliveTimeout
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
     server.listen(options.port ?? 0, host, () => {
