@@ -152,7 +152,11 @@ function writeReport(section: string, rows: Row[], meta: Record<string, string>)
   const re = /<!-- bench:preprocess:start -->[\s\S]*<!-- bench:preprocess:end -->/;
   doc = re.test(doc) ? doc.replace(re, section) : `${doc.trimEnd()}\n\n${section}\n`;
   writeFileSync(path, doc);
-  writeFileSync(`${root}docs/benchmarks.json`, `${JSON.stringify({ preprocess: { meta, rows } }, null, 2)}\n`);
+  // Other benches keep their own keys in the same file.
+  const jsonPath = `${root}docs/benchmarks.json`;
+  const all = existsSync(jsonPath) ? (JSON.parse(readFileSync(jsonPath, "utf8")) as Record<string, unknown>) : {};
+  all.preprocess = { meta, rows };
+  writeFileSync(jsonPath, `${JSON.stringify(all, null, 2)}\n`);
 }
 
 async function main(): Promise<void> {
