@@ -6,6 +6,8 @@
  * docs/benchmarks.json.
  *
  * Every path computes the full f16 tensor with EXIF orientation ignored (the reference's semantics).
+ * JPEG rows also time fast mode (`quality=fast`: DCT-scaled decode at Pillow's `draft()` scale, same
+ * resampler) and give its PSNR / max |Δ| against Pillow's exact uint8 image.
  * Env: BENCH_RUNS (default 7, median reported), BENCH_ONLY (substring filter on file names).
  */
 import { execFileSync, spawnSync } from "node:child_process";
@@ -41,6 +43,8 @@ interface Row {
   ours: { median_ms: number; peak_bytes: number; exact: boolean; server_timing: string };
   pillow: { median_ms: number; peak_rss_growth_bytes: number } | null;
   sharp: { median_ms: number; max_abs_diff_u8: number } | null;
+  /** quality=fast (JPEG only). */
+  fast: { median_ms: number; dct_scale: number; psnr_db: number; max_abs_diff_u8: number } | null;
 }
 
 const median = (xs: number[]) => {
@@ -58,27 +62,59 @@ function buildWorker(): string {
   return `${outdir}/index.js`;
 }
 
-async function benchOurs(mf: Miniflare, origin: string, item: Item, bytes: Uint8Array): Promise<Row["ours"]> {
+async function postTensor(origin: string, item: Item, bytes: Uint8Array, query: string) {
+  const res = await fetch(`${origin}/v1/tensors?${query}`, {
+    method: "POST",
+    headers: { authorization: `Bearer ${TOKEN}`, "content-type": "application/octet-stream" },
+    body: bytes as Uint8Array<ArrayBuffer>,
+  });
+  const body = await res.arrayBuffer();
+  if (res.status !== 200) throw new Error(`${item.file}: HTTP ${res.status} ${new TextDecoder().decode(body)}`);
+  return { res, body };
+}
+
+async function timeTensor(origin: string, item: Item, bytes: Uint8Array, query: string) {
   const times: number[] = [];
-  let res: Response | undefined;
-  let body = new ArrayBuffer(0);
+  let last: Awaited<ReturnType<typeof postTensor>> | undefined;
   for (let i = 0; i < WARMUP + RUNS; i++) {
     const t = performance.now();
-    res = await fetch(`${origin}/v1/tensors?format=f16&orientation=ignore`, {
-      method: "POST",
-      headers: { authorization: `Bearer ${TOKEN}`, "content-type": "application/octet-stream" },
-      body: bytes as Uint8Array<ArrayBuffer>,
-    });
-    body = await res.arrayBuffer();
+    last = await postTensor(origin, item, bytes, query);
     if (i >= WARMUP) times.push(performance.now() - t);
-    if (res.status !== 200) throw new Error(`${item.file}: HTTP ${res.status} ${new TextDecoder().decode(body)}`);
   }
+  return { times, res: last!.res, body: last!.body };
+}
+
+async function benchOurs(mf: Miniflare, origin: string, item: Item, bytes: Uint8Array): Promise<Row["ours"]> {
+  const { times, res, body } = await timeTensor(origin, item, bytes, "format=f16&orientation=ignore");
   void mf;
   return {
     median_ms: median(times),
     peak_bytes: Number(res!.headers.get("x-peak-bytes")),
     exact: (await sha256Hex(new Uint8Array(body))) === item.reference_f16_sha256,
     server_timing: res!.headers.get("server-timing") ?? "",
+  };
+}
+
+/** Fast mode (JPEG only): timed like ours (f16), PSNR and max |Δ| of its uint8 image against Pillow's exact one. */
+async function benchFast(origin: string, item: Item, file: string, bytes: Uint8Array): Promise<Row["fast"]> {
+  if (item.format !== "JPEG") return null;
+  const { times } = await timeTensor(origin, item, bytes, "format=f16&orientation=ignore&quality=fast");
+  const { res, body } = await postTensor(origin, item, bytes, "format=u8&orientation=ignore&quality=fast");
+  const rgb = new Uint8Array(body);
+  const reference = readFileSync(`${file}.rgb`);
+  let sse = 0;
+  let maxDiff = 0;
+  for (let j = 0; j < rgb.length; j++) {
+    const d = rgb[j] - reference[j];
+    sse += d * d;
+    maxDiff = Math.max(maxDiff, Math.abs(d));
+  }
+  const mse = sse / rgb.length;
+  return {
+    median_ms: median(times),
+    dct_scale: Number(res.headers.get("x-dct-scale")),
+    psnr_db: mse === 0 ? Number.POSITIVE_INFINITY : 10 * Math.log10((255 * 255) / mse),
+    max_abs_diff_u8: maxDiff,
   };
 }
 
@@ -130,15 +166,21 @@ function renderMarkdown(rows: Row[], meta: Record<string, string>): string {
     "  in-process time; peak = growth of the process's max RSS.",
     "- **sharp**: libvips `resize(448, 448, {fit: 'fill', kernel: 'cubic'})` + the same normalization; not Pillow-exact",
     "  (max |Δ| against Pillow's uint8 image shown), for scale.",
+    "- **fast** (JPEG only): ours with `quality=fast` (libjpeg DCT-scaled decode at the 1/N Pillow's `draft()` picks for 448×448,",
+    "  then the same resampler); PSNR and max |Δ| of its uint8 image against Pillow's exact one.",
     "",
-    "| image | MP | ours ms | Pillow ms | ours / Pillow | sharp ms | ours / sharp | ours peak MiB | Pillow peak MiB | exact | sharp max Δ |",
-    "|---|---:|---:|---:|---:|---:|---:|---:|---:|:---:|---:|",
+    "| image | MP | ours ms | Pillow ms | ours / Pillow | sharp ms | ours / sharp | ours peak MiB | Pillow peak MiB | exact | sharp max Δ | fast ms | fast / Pillow | fast 1/N | fast PSNR dB | fast max Δ |",
+    "|---|---:|---:|---:|---:|---:|---:|---:|---:|:---:|---:|---:|---:|---:|---:|---:|",
   ];
   for (const r of rows) {
     const p = r.pillow;
     const s = r.sharp;
+    const f = r.fast;
+    const fast = f
+      ? `${ms(f.median_ms)} | ${p ? (f.median_ms / p.median_ms).toFixed(2) : "—"} | ${f.dct_scale} | ${Number.isFinite(f.psnr_db) ? f.psnr_db.toFixed(1) : "∞ (exact)"} | ${f.max_abs_diff_u8}`
+      : "— | — | — | — | —";
     lines.push(
-      `| ${r.file} | ${r.megapixels.toFixed(1)} | ${ms(r.ours.median_ms)} | ${p ? ms(p.median_ms) : "—"} | ${p ? (r.ours.median_ms / p.median_ms).toFixed(2) : "—"} | ${s ? ms(s.median_ms) : "—"} | ${s ? (r.ours.median_ms / s.median_ms).toFixed(1) : "—"} | ${mib(r.ours.peak_bytes)} | ${p ? mib(p.peak_rss_growth_bytes) : "—"} | ${r.ours.exact ? "yes" : "**NO**"} | ${s ? s.max_abs_diff_u8 : "—"} |`,
+      `| ${r.file} | ${r.megapixels.toFixed(1)} | ${ms(r.ours.median_ms)} | ${p ? ms(p.median_ms) : "—"} | ${p ? (r.ours.median_ms / p.median_ms).toFixed(2) : "—"} | ${s ? ms(s.median_ms) : "—"} | ${s ? (r.ours.median_ms / s.median_ms).toFixed(1) : "—"} | ${mib(r.ours.peak_bytes)} | ${p ? mib(p.peak_rss_growth_bytes) : "—"} | ${r.ours.exact ? "yes" : "**NO**"} | ${s ? s.max_abs_diff_u8 : "—"} | ${fast} |`,
     );
   }
   lines.push("<!-- bench:preprocess:end -->");
@@ -182,6 +224,7 @@ async function main(): Promise<void> {
       const ours = await benchOurs(mf, origin, item, bytes);
       const pillow = benchPillow(file);
       const sharpRow = await benchSharp(file, bytes);
+      const fast = await benchFast(origin, item, file, bytes);
       const row: Row = {
         file: item.file,
         megapixels: (item.width * item.height) / 1e6,
@@ -189,10 +232,11 @@ async function main(): Promise<void> {
         ours,
         pillow,
         sharp: sharpRow,
+        fast,
       };
       rows.push(row);
       console.error(
-        `${item.file.padEnd(28)} ours ${ms(ours.median_ms).padStart(5)} ms  pillow ${pillow ? ms(pillow.median_ms).padStart(5) : "  n/a"} ms  sharp ${ms(sharpRow!.median_ms).padStart(4)} ms  peak ${mib(ours.peak_bytes)} MiB  ${ours.exact ? "exact" : "NOT EXACT"}`,
+        `${item.file.padEnd(28)} ours ${ms(ours.median_ms).padStart(5)} ms  pillow ${pillow ? ms(pillow.median_ms).padStart(5) : "  n/a"} ms  sharp ${ms(sharpRow!.median_ms).padStart(4)} ms  peak ${mib(ours.peak_bytes)} MiB  ${ours.exact ? "exact" : "NOT EXACT"}${fast ? `  fast 1/${fast.dct_scale} ${ms(fast.median_ms)} ms PSNR ${fast.psnr_db.toFixed(1)} dB` : ""}`,
       );
     }
   } finally {

@@ -2,6 +2,7 @@
  * The preprocessing CLI: the same pipeline as the Worker, run in Node, to see exactly what the model sees.
  *
  *   npm run --silent preprocess -- INPUT --out OUTPUT [--format f16|u8] [--orientation apply|ignore]
+ *                                  [--quality exact|fast]
  *
  * Writes the raw tensor to OUTPUT and one JSON line to stdout. A refused input exits with status 2
  * and `{"error":{"code","message"}}` on stderr; a usage or I/O error exits with status 1.
@@ -14,9 +15,10 @@ import { DEFAULT_IMAGE_LIMITS } from "../src/image/probe";
 import { createNodeCodecs } from "./lib/node-codecs";
 
 const USAGE = `usage: npm run --silent preprocess -- INPUT --out OUTPUT [--format f16|u8] [--orientation apply|ignore]
-                                   [--max-bytes N] [--max-pixels N]
+                                   [--quality exact|fast] [--max-bytes N] [--max-pixels N]
   f16: 3x448x448 little-endian float16, CHW, CLIP-normalized (what the model sees)
-  u8:  448x448x3 uint8, HWC, before normalization`;
+  u8:  448x448x3 uint8, HWC, before normalization
+  exact: byte-identical to Pillow (default); fast: JPEGs decoded at the DCT scale Pillow's draft() picks`;
 
 function usageError(message: string): never {
   process.stderr.write(`${message}\n${USAGE}\n`);
@@ -41,6 +43,8 @@ async function main(): Promise<void> {
   if (format !== "f16" && format !== "u8") usageError(`--format must be f16 or u8, not ${format}`);
   const orientation = values.orientation ?? "apply";
   if (orientation !== "apply" && orientation !== "ignore") usageError(`--orientation must be apply or ignore, not ${orientation}`);
+  const quality = values.quality ?? "exact";
+  if (quality !== "exact" && quality !== "fast") usageError(`--quality must be exact or fast, not ${quality}`);
   const limits = {
     maxBytes: positiveInt(values["max-bytes"], "--max-bytes") ?? DEFAULT_IMAGE_LIMITS.maxBytes,
     maxPixels: positiveInt(values["max-pixels"], "--max-pixels") ?? DEFAULT_IMAGE_LIMITS.maxPixels,
@@ -49,7 +53,7 @@ async function main(): Promise<void> {
   const bytes = new Uint8Array(await readFile(positionals[0]));
   const codecs = await createNodeCodecs();
   try {
-    const result = await preprocessImage(bytes, codecs, { format, orientation, limits });
+    const result = await preprocessImage(bytes, codecs, { format, orientation, limits, quality });
     await writeFile(values.out, result.tensor);
     const round = (ms: number) => Math.round(ms * 100) / 100;
     process.stdout.write(
@@ -60,6 +64,8 @@ async function main(): Promise<void> {
         width: result.width,
         height: result.height,
         orientation,
+        quality: result.quality,
+        dct_scale: result.dctScale,
         exif_orientation: result.exifOrientation,
         source_format: result.sourceFormat,
         timing_ms: {
@@ -85,6 +91,7 @@ function parse() {
       out: { type: "string", short: "o" },
       format: { type: "string" },
       orientation: { type: "string" },
+      quality: { type: "string" },
       "max-bytes": { type: "string" },
       "max-pixels": { type: "string" },
       help: { type: "boolean", short: "h" },

@@ -10,7 +10,7 @@
 import { ApiError } from "../errors";
 import { decodeGif } from "./codecs/gif";
 import type { Codecs } from "./codecs/index";
-import { JpegDecodeError } from "./codecs/libjpeg-turbo/index";
+import { JpegDecodeError, type JpegScaleDenom, pillowDraftScale } from "./codecs/libjpeg-turbo/index";
 import type { Orientation } from "./exif";
 import type { MemoryMeter } from "./memory";
 import type { RgbPixels } from "./pixels";
@@ -98,16 +98,27 @@ export interface ResizedJpegImage {
   height: number;
   /** True: Pillow "L", one channel (replicate it for RGB); false: RGB. */
   gray: boolean;
-  /** Size of the oriented source image (what the output was resized from). */
+  /** Size of the oriented source image (the stored image's, whatever the decode scale). */
   orientedWidth: number;
   orientedHeight: number;
+  /** The DCT scale the JPEG was decoded at before resizing: 1 (exact), or 2, 4, 8 in fast mode. */
+  dctScale: JpegScaleDenom;
 }
+
+/**
+ * How a JPEG is decoded before the resize: `exact` decodes at full scale (byte-identical to Pillow without
+ * `draft()`); `fast` decodes at the DCT scale Pillow's `draft("RGB", (outWidth, outHeight))` picks for the
+ * stored image (the smallest 1/N still ≥ the output on both sides) and resizes from there with the same
+ * resampler, i.e. what `im.draft(...)` before `resize` gives in Pillow.
+ */
+export type JpegQuality = "exact" | "fast";
 
 /**
  * JPEG → `outWidth` × `outHeight`: decoded at full size and resized while it decodes, inside the wasm
  * module (libjpeg-turbo + a streamed port of Pillow's `Resample.c`), with `orientation` applied first.
  * Byte-identical to `exif_transpose` (when `orientation` is the file's) + `convert("RGB")` +
- * `resize((outWidth, outHeight), BICUBIC)`, except that gray stays one channel.
+ * `resize((outWidth, outHeight), BICUBIC)`, except that gray stays one channel. With `quality: "fast"` it
+ * decodes at the DCT scale Pillow's `draft()` would pick (see {@link JpegQuality}) and resizes from there.
  *
  * Memory: the meter gets the wasm heap's high-water mark (the input copy, libjpeg's buffers, the
  * resampler's window of rows; for progressive files libjpeg's whole-image coefficient buffer) and the
@@ -121,6 +132,7 @@ export async function decodeJpegResized(
   outWidth: number,
   outHeight: number,
   meter: MemoryMeter,
+  quality: JpegQuality = "exact",
 ): Promise<ResizedJpegImage> {
   const decoder = await codecs.jpeg();
   try {
@@ -128,7 +140,11 @@ export async function decodeJpegResized(
     if (header.width !== info.width || header.height !== info.height) {
       throw new ApiError("image_decode_failed", "The JPEG's frame header is inconsistent.", { param: "image" });
     }
-    const out = decoder.readResized({ orientation, outWidth, outHeight });
+    // draft() works on the stored image: with orientations 5-8 the request's sides swap, which is the
+    // same request for a square output (the only one the pipeline makes).
+    const [reqW, reqH] = orientation >= 5 ? [outHeight, outWidth] : [outWidth, outHeight];
+    const scaleDenom = quality === "fast" ? pillowDraftScale(header.width, header.height, reqW, reqH) : 1;
+    const out = decoder.readResized({ orientation, outWidth, outHeight, scaleDenom });
     meter.alloc(out.data.byteLength);
     const transposed = orientation >= 5;
     return {
@@ -136,8 +152,9 @@ export async function decodeJpegResized(
       width: out.width,
       height: out.height,
       gray: out.channels === 1,
-      orientedWidth: transposed ? out.sourceHeight : out.sourceWidth,
-      orientedHeight: transposed ? out.sourceWidth : out.sourceHeight,
+      orientedWidth: transposed ? header.height : header.width,
+      orientedHeight: transposed ? header.width : header.height,
+      dctScale: out.scaleDenom,
     };
   } catch (err) {
     decoder.abort();

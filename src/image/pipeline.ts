@@ -5,7 +5,7 @@
  * (`decodeJpegResized`); PNG, WebP and GIF are decoded whole and resized by `resizeBicubic`.
  */
 import type { Codecs } from "./codecs/index";
-import { decodeImage, decodeJpegResized } from "./decode";
+import { decodeImage, decodeJpegResized, type JpegQuality } from "./decode";
 import type { Orientation } from "./exif";
 import { MemoryMeter } from "./memory";
 import { float16Bytes, normalizeToFloat16 } from "./normalize";
@@ -19,13 +19,26 @@ export const PREPROCESS_VERSION = "qvl-pre-1";
 
 export type TensorFormat = "f16" | "u8";
 
+/**
+ * `exact` (default): byte-identical to Pillow. `fast`: JPEGs are decoded with libjpeg's DCT scaling at the
+ * scale Pillow's `draft()` picks for a 448×448 request (smallest 1/N still ≥ 448 on both sides), then resized
+ * with the same resampler; other formats ignore it (always exact).
+ */
+export type PreprocessQuality = JpegQuality;
+
 export interface PreprocessOptions {
   format: TensorFormat;
   orientation: OrientationMode;
   limits: ImageLimits;
+  quality: PreprocessQuality;
 }
 
-export const DEFAULT_PREPROCESS_OPTIONS: PreprocessOptions = { format: "f16", orientation: "apply", limits: DEFAULT_IMAGE_LIMITS };
+export const DEFAULT_PREPROCESS_OPTIONS: PreprocessOptions = {
+  format: "f16",
+  orientation: "apply",
+  limits: DEFAULT_IMAGE_LIMITS,
+  quality: "exact",
+};
 
 export interface PreprocessResult {
   format: TensorFormat;
@@ -42,6 +55,10 @@ export interface PreprocessResult {
   /** EXIF orientation found in the file (1 when none) and whether it was applied. */
   exifOrientation: Orientation;
   orientationApplied: boolean;
+  /** The quality asked for (`fast` only changes JPEGs). */
+  quality: PreprocessQuality;
+  /** The JPEG DCT scale decoded at (1 = full; 2, 4, 8 in fast mode); 1 for other formats. */
+  dctScale: 1 | 2 | 4 | 8;
   /**
    * `decode` includes sniffing and probing. For JPEG, decoding and resizing happen together in one wasm
    * call (rows are resampled as they are decoded), so `decode` is the combined time and `resize` is 0.
@@ -67,10 +84,12 @@ export async function preprocessImage(
   let width: number;
   let height: number;
   let t1: number;
+  let dctScale: 1 | 2 | 4 | 8 = 1;
   if (info.format === "jpeg") {
     // Decode + orient + resize in one streamed wasm pass: its whole time counts as `decode`, `resize` is 0.
-    const resized = await decodeJpegResized(bytes, info, codecs, orientation, TENSOR_SIZE, TENSOR_SIZE, meter);
+    const resized = await decodeJpegResized(bytes, info, codecs, orientation, TENSOR_SIZE, TENSOR_SIZE, meter, opts.quality);
     t1 = now();
+    dctScale = resized.dctScale;
     rgb = resized.data;
     if (resized.gray) {
       rgb = grayToRgb(resized.data);
@@ -112,6 +131,8 @@ export async function preprocessImage(
     height,
     exifOrientation: info.orientation,
     orientationApplied: orientation !== 1,
+    quality: opts.quality,
+    dctScale,
     timingMs: { decode: t1 - t0, resize: t2 - t1, normalize: t3 - t2, total: now() - t0 },
     peakBytes: meter.peak,
   };

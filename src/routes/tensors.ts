@@ -1,7 +1,8 @@
 /**
  * POST /v1/tensors: what the model sees. Runs the exact preprocessing and answers the raw tensor
  * (f16: [3,448,448] CHW little-endian float16; u8: [448,448,3] HWC) with its shape, dtype and sha256.
- * Not cached: it shows (and times) the preprocessing itself.
+ * Not cached: it shows (and times) the preprocessing itself. `?quality=fast` decodes JPEGs at the DCT scale
+ * Pillow's `draft()` picks (not byte-identical; see README); `x-quality` and `x-dct-scale` say what ran.
  */
 import { Hono } from "hono";
 import { z } from "zod";
@@ -16,6 +17,7 @@ import { rateLimit } from "../middleware/rate-limit";
 const TensorQuery = z.object({
   format: z.enum(["f16", "u8"]).default("f16"),
   orientation: z.enum(["apply", "ignore"]).default("apply"),
+  quality: z.enum(["exact", "fast"]).default("exact"),
 });
 
 export const tensors = new Hono<AppEnv>();
@@ -40,6 +42,7 @@ tensors.post("/", async (c) => {
   const result = await preprocessImage(input.bytes, getCodecs(), {
     format: query.data.format,
     orientation: query.data.orientation,
+    quality: query.data.quality,
     limits: config.image,
   });
   const t = result.timingMs;
@@ -52,6 +55,8 @@ tensors.post("/", async (c) => {
     "x-image-height": String(result.height),
     "x-image-orientation": String(result.exifOrientation),
     "x-orientation-applied": String(result.orientationApplied),
+    "x-quality": result.quality,
+    "x-dct-scale": String(result.dctScale),
     "x-peak-bytes": String(result.peakBytes),
     "server-timing": [
       `fetch;dur=${input.fetchMs.toFixed(1)}`,

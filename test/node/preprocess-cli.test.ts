@@ -65,6 +65,30 @@ describe("npm run preprocess", () => {
     expect(sha256(target)).toBe(item.oriented_rgb_sha256);
   });
 
+  it("--quality fast decodes the JPEG at Pillow's draft scale and reports it", async () => {
+    const item = manifest.items.find((i) => i.file === "kleiber_20mp.jpg")!;
+    const target = join(out, "kleiber-fast.u8");
+    const r = await run([join(images, item.file), "--out", target, "--format", "u8", "--quality", "fast", "--orientation", "ignore"]);
+    expect(r.code).toBe(0);
+    const report = JSON.parse(r.stdout);
+    // 6028 // 448 = 13, 3391 // 448 = 7: draft picks 1/4
+    expect(report).toMatchObject({ format: "u8", quality: "fast", dct_scale: 4, width: item.width, height: item.height });
+    const fast = readFileSync(target);
+    const reference = readFileSync(join(images, `${item.file}.rgb`));
+    expect(fast.length).toBe(reference.length);
+    let sse = 0;
+    for (let i = 0; i < fast.length; i++) sse += (fast[i] - reference[i]) ** 2;
+    const psnr = 10 * Math.log10((255 * 255) / (sse / fast.length));
+    expect(psnr).toBeGreaterThanOrEqual(40);
+
+    const exact = await run([join(images, item.file), "--out", join(out, "kleiber-exact.u8"), "--format", "u8", "--orientation", "ignore"]);
+    expect(JSON.parse(exact.stdout)).toMatchObject({ quality: "exact", dct_scale: 1 });
+
+    const bad = await run([join(images, item.file), "--out", join(out, "w"), "--quality", "turbo"]);
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toMatch(/--quality must be exact or fast[\s\S]*usage:/);
+  });
+
   it("refuses a bad input with exit status 2 and a JSON error on stderr", async () => {
     const r = await run([join(root, "test/fixtures/bad/png_bomb_30000x30000.png"), "--out", join(out, "x")]);
     expect(r.code).toBe(2);

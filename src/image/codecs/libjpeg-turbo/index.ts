@@ -81,6 +81,11 @@ export interface JpegResizeOptions {
   /** Size of the output (of the oriented image), 1 to 65535 each. */
   outWidth: number;
   outHeight: number;
+  /**
+   * Decode at 1/`scaleDenom` scale with libjpeg's DCT scaling (what Pillow's `draft()` does), then resize
+   * from that decoded size; default 1 (full scale, exact). See {@link pillowDraftScale}.
+   */
+  scaleDenom?: JpegScaleDenom;
 }
 
 /** A JPEG decoded and resized inside the module (see {@link JpegDecoder.decodeResized}). */
@@ -91,9 +96,11 @@ export interface ResizedJpeg {
   height: number;
   /** 1 for grayscale JPEGs (Pillow "L"; replicate for RGB), 3 otherwise (CMYK converted as Pillow's `convert("RGB")`). */
   channels: 1 | 3;
-  /** Stored size (before orientation). */
+  /** Decoded size (before orientation): the stored size at full scale, ceil(stored / scaleDenom) otherwise. */
   sourceWidth: number;
   sourceHeight: number;
+  /** The DCT scale the image was decoded at (1 = full). */
+  scaleDenom: JpegScaleDenom;
   orientation: JpegOrientation;
   /** Bytes the resampler allocated inside the module (window of rows, coefficients, output). */
   resampleBytes: number;
@@ -120,7 +127,7 @@ export const JpegErrorCode = {
   memoryCap: 1002,
   state: 1003,
   scale: 1004,
-  /** Bad orientation or output size for decodeResized. */
+  /** Bad orientation, output size or scale for decodeResized. */
   resize: 1006,
   /** More than `maxPixels` pixels (Pillow's DecompressionBombError). */
   tooManyPixels: 1005,
@@ -152,8 +159,8 @@ export interface JpegDecoder {
   /** Start decompressing at 1/`scaleDenom` scale (libjpeg DCT scaling). */
   start(scaleDenom?: JpegScaleDenom): JpegOutputInfo;
   /**
-   * After {@link open}: decode the whole image at full scale and resize it while it is decoded (EXIF
-   * orientation first, then Pillow's bicubic resize). Reads on to EOI like {@link finish}; the decoder
+   * After {@link open}: decode the whole image (at full scale, or at 1/`scaleDenom` as Pillow's `draft()`)
+   * and resize it while it is decoded (EXIF orientation first, then Pillow's bicubic resize). Reads on to EOI like {@link finish}; the decoder
    * is ready for the next `open()` afterwards (also after an error).
    */
   readResized(options: JpegResizeOptions): ResizedJpeg;
@@ -195,7 +202,7 @@ interface Exports {
   qvl_jpeg_start(dec: number, scaleDenom: number): number;
   qvl_jpeg_read(dec: number, buf: number, maxRows: number): number;
   qvl_jpeg_finish(dec: number): number;
-  qvl_jpeg_decode_resized(dec: number, orientation: number, outWidth: number, outHeight: number): number;
+  qvl_jpeg_decode_resized(dec: number, orientation: number, outWidth: number, outHeight: number, scaleDenom: number): number;
 }
 
 interface WasmApi {
@@ -343,14 +350,19 @@ class LibjpegDecoder implements JpegDecoder {
     this.#live();
     const orientation = options.orientation ?? 1;
     const { outWidth, outHeight } = options;
+    const scaleDenom = options.scaleDenom ?? 1;
     const size = (n: number) => Number.isInteger(n) && n >= 1 && n <= 65535;
     if (!Number.isInteger(orientation) || orientation < 1 || orientation > 8 || !size(outWidth) || !size(outHeight)) {
       this.abort();
       throw new JpegDecodeError("Bad orientation or output size", JpegErrorCode.resize);
     }
+    if (scaleDenom !== 1 && scaleDenom !== 2 && scaleDenom !== 4 && scaleDenom !== 8) {
+      this.abort();
+      throw new JpegDecodeError("Scale denominator must be 1, 2, 4 or 8", JpegErrorCode.scale);
+    }
     const x = this.#x;
     this.#out = null;
-    if (x.qvl_jpeg_decode_resized(this.#dec, orientation, outWidth, outHeight) !== 0) this.#fail();
+    if (x.qvl_jpeg_decode_resized(this.#dec, orientation, outWidth, outHeight, scaleDenom) !== 0) this.#fail();
     const info = this.#info();
     const channels = info[QI_RESIZED_CHANNELS] as 1 | 3;
     const ptr = info[QI_RESIZED_PTR] >>> 0;
@@ -362,6 +374,7 @@ class LibjpegDecoder implements JpegDecoder {
       channels,
       sourceWidth: info[QI_OUT_WIDTH],
       sourceHeight: info[QI_OUT_HEIGHT],
+      scaleDenom,
       orientation: orientation as JpegOrientation,
       resampleBytes: info[QI_RESAMPLE_BYTES],
     };

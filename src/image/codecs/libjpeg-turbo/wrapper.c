@@ -20,7 +20,8 @@
  *
  * The module also exports malloc/free (for the input and row buffers).
  *
- * qvl_jpeg_decode_resized decodes the whole image inside the module and
+ * qvl_jpeg_decode_resized decodes the whole image inside the module (at full
+ * scale, or DCT-scaled by 1/2, 1/4 or 1/8 as Pillow's draft() does) and
  * streams its rows through resample.c (Pillow's bicubic resampler with EXIF
  * orientation): only a window of rows and the small output are kept, never
  * the decoded image.
@@ -375,21 +376,23 @@ QVL_EXPORT int qvl_jpeg_finish(qvl_decoder *d)
   return 0;
 }
 
-/* Decode the whole image (full scale, after qvl_jpeg_open) and resize it
- * while it is decoded: EXIF `orientation` (1..8) applied, then Pillow's
- * bicubic resize of the oriented image to out_w x out_h (resample.c). CMYK
+/* Decode the whole image (after qvl_jpeg_open, at 1/scale_denom scale with
+ * libjpeg's DCT scaling, N = 1, 2, 4 or 8: 1 is the full image, N > 1 what
+ * Pillow's draft() decodes) and resize it while it is decoded: EXIF
+ * `orientation` (1..8) applied, then Pillow's bicubic resize of the oriented
+ * (decoded-size) image to out_w x out_h (resample.c). CMYK
  * rows are converted to RGB first, as Pillow's convert("RGB") does. Reads on
  * to the EOI marker (a missing EOI is tolerated, as in Pillow) like
  * qvl_jpeg_finish. Returns 0, or -1 on error. On success the info block
  * gives the output (QI_RESIZED_PTR, out_w * out_h * QI_RESIZED_CHANNELS
  * bytes), valid until the next qvl_jpeg_open / qvl_jpeg_abort. */
 QVL_EXPORT int qvl_jpeg_decode_resized(qvl_decoder *d, int orientation,
-                                       int out_w, int out_h)
+                                       int out_w, int out_h, int scale_denom)
 {
   j_decompress_ptr cinfo = &d->cinfo;
   JSAMPROW rows[QVL_RESIZE_ROWS];
   size_t stride, rgb_bytes;
-  int channels, rc, i;
+  int channels, rc, i, src_w, src_h;
   uint64_t need;
   if (setjmp(d->err.jb)) {
     qvl_reset(d);
@@ -400,23 +403,28 @@ QVL_EXPORT int qvl_jpeg_decode_resized(qvl_decoder *d, int orientation,
   if (orientation < 1 || orientation > 8 || out_w < 1 || out_h < 1 ||
       out_w > 65535 || out_h > 65535)
     qvl_fail(d, QVL_ERR_RESIZE, "Bad orientation or output size");
+  if (scale_denom != 1 && scale_denom != 2 && scale_denom != 4 &&
+      scale_denom != 8)
+    qvl_fail(d, QVL_ERR_SCALE, "Scale denominator must be 1, 2, 4 or 8");
   channels = cinfo->num_components == 1 ? 1 : 3;
-  /* full scale: output size = image size; unsupported component counts
-   * are refused by qvl_setup_output */
-  stride = (size_t)cinfo->image_width * (size_t)cinfo->num_components;
-  rgb_bytes = cinfo->num_components == 4 ? (size_t)cinfo->image_width * 3 + QVL_ROW_PAD : 0;
-  need = qvl_rs_bytes((int)cinfo->image_width, (int)cinfo->image_height,
-                      channels, orientation, out_w, out_h);
+  /* the decoded size, as jpeg_calc_output_dimensions() computes it for
+   * scale 1/N (ceil(image size / N)); checked after jpeg_start_decompress.
+   * Unsupported component counts are refused by qvl_setup_output */
+  src_w = (int)((cinfo->image_width + (JDIMENSION)scale_denom - 1) / (JDIMENSION)scale_denom);
+  src_h = (int)((cinfo->image_height + (JDIMENSION)scale_denom - 1) / (JDIMENSION)scale_denom);
+  stride = (size_t)src_w * (size_t)cinfo->num_components;
+  rgb_bytes = cinfo->num_components == 4 ? (size_t)src_w * 3 + QVL_ROW_PAD : 0;
+  need = qvl_rs_bytes(src_w, src_h, channels, orientation, out_w, out_h);
   need += (uint64_t)stride * QVL_RESIZE_ROWS + QVL_ROW_PAD + rgb_bytes;
-  qvl_setup_output(d, 1, need);
+  qvl_setup_output(d, scale_denom, need);
   jpeg_start_decompress(cinfo);
   d->info[QI_OUT_WIDTH] = (int32_t)cinfo->output_width;
   d->info[QI_OUT_HEIGHT] = (int32_t)cinfo->output_height;
   d->info[QI_OUT_COMPONENTS] = cinfo->output_components;
   d->info[QI_OUT_SCANLINE] = 0;
   d->phase = 2;
-  if (cinfo->output_width != cinfo->image_width ||
-      cinfo->output_height != cinfo->image_height ||
+  if (cinfo->output_width != (JDIMENSION)src_w ||
+      cinfo->output_height != (JDIMENSION)src_h ||
       (size_t)cinfo->output_components * cinfo->output_width != stride)
     qvl_fail(d, QVL_ERR_STATE, "Unexpected output size");
 
