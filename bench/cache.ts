@@ -23,7 +23,7 @@ import { type ChildProcess, execFileSync, spawn } from "node:child_process";
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
-import { cpus } from "node:os";
+import { cpus, loadavg } from "node:os";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { Miniflare, type MiniflareOptions } from "miniflare";
@@ -31,6 +31,8 @@ import { Miniflare, type MiniflareOptions } from "miniflare";
 const root = fileURLToPath(new URL("..", import.meta.url));
 const RUNS = Number(process.env.BENCH_RUNS ?? 40);
 const WARMUP = 3;
+/** Requests per configuration per turn. */
+const BLOCK = 5;
 const IMAGE = process.env.BENCH_IMAGE ?? "dune_1.8mp.jpg";
 const SIMULATE = process.env.BENCH_SIMULATE ?? "vision_ms=15,prefill_ms=30,tokens_per_s=2000";
 const ROOT_KEY = "bench-cache-root";
@@ -128,50 +130,73 @@ function parseServerTiming(values: string): Record<string, number> {
   return out;
 }
 
-async function run(origin: string, nodeUrl: string, apiKey: string, config: Config): Promise<Row> {
-  const times: number[] = [];
-  const xCache: Record<string, number> = {};
-  const timings: Record<string, number[]> = {};
-  let detail = "";
-  let before = 0;
-  for (let i = 0; i < WARMUP + RUNS; i++) {
-    if (i === WARMUP) before = await gpuCalls(nodeUrl);
-    const r = config.request(i);
+interface Samples {
+  config: Config;
+  times: number[];
+  xCache: Record<string, number>;
+  timings: Record<string, number[]>;
+  detail: string;
+  gpu: number;
+  sent: number;
+}
+
+/** `n` requests of one configuration; the first `skip` are not recorded (warm-up). GPU calls are counted around the block. */
+async function block(origin: string, nodeUrl: string, apiKey: string, s: Samples, n: number, skip: number): Promise<void> {
+  const before = await gpuCalls(nodeUrl);
+  for (let k = 0; k < n; k++) {
+    const r = s.config.request(s.sent++);
     const t0 = performance.now();
     const res = await fetch(`${origin}/v1/captions${r.query ?? ""}`, {
       method: "POST",
-      headers: { authorization: `Bearer ${config.key === "root" ? ROOT_KEY : apiKey}`, ...r.headers },
+      headers: { authorization: `Bearer ${s.config.key === "root" ? ROOT_KEY : apiKey}`, ...r.headers },
       body: r.body as BodyInit,
     });
     const text = await res.text();
     const elapsed = performance.now() - t0;
-    if (res.status !== 200) throw new Error(`${config.name}: HTTP ${res.status} ${text.slice(0, 300)}`);
-    if (i < WARMUP) continue;
-    times.push(elapsed);
-    const verdict = res.headers.get("x-cache") ?? "none";
-    xCache[verdict] = (xCache[verdict] ?? 0) + 1;
-    detail = res.headers.get("x-cache-detail") ?? "";
-    for (const [k, v] of Object.entries(parseServerTiming(res.headers.get("server-timing") ?? ""))) {
-      timings[k] ??= [];
-      timings[k].push(v);
-    }
+    if (res.status !== 200) throw new Error(`${s.config.name}: HTTP ${res.status} ${text.slice(0, 300)}`);
     // Let waitUntil work (cache writes, usage) finish outside the timed window.
     await new Promise((r) => setTimeout(r, 5));
+    if (k < skip) continue;
+    s.times.push(elapsed);
+    const verdict = res.headers.get("x-cache") ?? "none";
+    s.xCache[verdict] = (s.xCache[verdict] ?? 0) + 1;
+    s.detail = res.headers.get("x-cache-detail") ?? "";
+    for (const [key, v] of Object.entries(parseServerTiming(res.headers.get("server-timing") ?? ""))) {
+      s.timings[key] ??= [];
+      s.timings[key].push(v);
+    }
   }
-  await new Promise((r) => setTimeout(r, 300)); // the node counts a request when it has ended
+  await new Promise((r) => setTimeout(r, 200)); // the node counts a request when it has ended
   const gpu = (await gpuCalls(nodeUrl)) - before;
-  return {
-    name: config.name,
-    what: config.what,
-    runs: times.length,
-    p50_ms: quantile(times, 0.5),
-    p90_ms: quantile(times, 0.9),
-    min_ms: Math.min(...times),
-    gpu_calls: gpu,
-    x_cache: xCache,
-    detail,
-    server_timing_p50: Object.fromEntries(Object.entries(timings).map(([k, v]) => [k, quantile(v, 0.5)])),
-  };
+  if (skip === 0) s.gpu += gpu; // a warm-up block counts for nothing
+}
+
+/**
+ * The configurations take turns in blocks of `BLOCK` requests, in a rotating order, so that whatever
+ * else the machine is doing weighs on every row alike.
+ */
+async function runAll(origin: string, nodeUrl: string, apiKey: string, configs: Config[]): Promise<Row[]> {
+  const samples: Samples[] = configs.map((config) => ({ config, times: [], xCache: {}, timings: {}, detail: "", gpu: 0, sent: 0 }));
+  for (const s of samples) await block(origin, nodeUrl, apiKey, s, WARMUP, WARMUP);
+  const rounds = Math.ceil(RUNS / BLOCK);
+  for (let round = 0; round < rounds; round++) {
+    for (let j = 0; j < samples.length; j++) {
+      const s = samples[(round + j) % samples.length];
+      await block(origin, nodeUrl, apiKey, s, Math.min(BLOCK, RUNS - s.times.length), 0);
+    }
+  }
+  return samples.map((s) => ({
+    name: s.config.name,
+    what: s.config.what,
+    runs: s.times.length,
+    p50_ms: quantile(s.times, 0.5),
+    p90_ms: quantile(s.times, 0.9),
+    min_ms: Math.min(...s.times),
+    gpu_calls: s.gpu,
+    x_cache: s.xCache,
+    detail: s.detail,
+    server_timing_p50: Object.fromEntries(Object.entries(s.timings).map(([k, v]) => [k, quantile(v, 0.5)])),
+  }));
 }
 
 const f1 = (x: number) => x.toFixed(1);
@@ -179,7 +204,7 @@ const f1 = (x: number) => x.toFixed(1);
 function renderMarkdown(rows: Row[], meta: Record<string, string>, doHopMs: number): string {
   const by = (name: string) => rows.find((r) => r.name === name)!;
   const st = (r: Row) =>
-    ["fetch", "decode", "resize", "queue", "ratelimit"]
+    ["auth", "ratelimit", "fetch", "lookup", "decode", "resize", "result", "queue"]
       .filter((k) => r.server_timing_p50[k] !== undefined)
       .map((k) => `${k} ${f1(r.server_timing_p50[k])}`)
       .join(", ");
@@ -188,8 +213,8 @@ function renderMarkdown(rows: Row[], meta: Record<string, string>, doHopMs: numb
     "<!-- bench:cache:start -->",
     "## Caches: the same caption request cold, from the tensor cache, from the result cache",
     "",
-    `Command: \`npm run bench:cache\` (${meta.runs} timed requests per row after ${WARMUP} warm-up requests, one client, sequential; ${meta.date}).`,
-    `Machine: ${meta.cpu}, ${meta.cores} cores; Node ${meta.node}. Image: \`${meta.image}\` (${meta.image_bytes} bytes) fetched by URL from a`,
+    `Command: \`npm run bench:cache\` (${meta.runs} timed requests per row after ${WARMUP} warm-up requests, one client, sequential, the rows taking turns in blocks of ${BLOCK}; ${meta.date}).`,
+    `Machine: ${meta.cpu}, ${meta.cores} cores, load average ${meta.load} at the start; Node ${meta.node}. Image: \`${meta.image}\` (${meta.image_bytes} bytes) fetched by URL from a`,
     "loopback origin that sends `Cache-Control: public, max-age=3600`. The built Worker runs in workerd (Miniflare, direct socket)",
     `with local KV, R2, Cache API and Durable Objects; the GPU is a simulated node (\`--simulate ${meta.simulate}\`, a test instrument: no model runs).`,
     "Every request carries a `qvl_` key, so each pays the rate limiter's Durable Object call, except the root-key row.",
@@ -237,6 +262,7 @@ function writeReport(section: string, data: unknown): void {
 }
 
 async function main(): Promise<void> {
+  const load = loadavg()[0].toFixed(2);
   const imageBytes = new Uint8Array(readFileSync(`${root}test/fixtures/images/${IMAGE}`));
   const origin = createServer((req, res) => {
     if (!req.url?.startsWith("/photo.jpg")) return void res.writeHead(404).end();
@@ -307,9 +333,8 @@ async function main(): Promise<void> {
         request: () => ({ body: imageBytes, headers: { "content-type": "image/jpeg" }, query: "?seed=1" }),
       },
     ];
-    for (const config of configs) {
-      const row = await run(edge, node.url, apiKey, config);
-      rows.push(row);
+    rows.push(...(await runAll(edge, node.url, apiKey, configs)));
+    for (const row of rows) {
       console.error(
         `${row.name.padEnd(30)} p50 ${f1(row.p50_ms).padStart(7)} ms  p90 ${f1(row.p90_ms).padStart(7)} ms  GPU calls ${row.gpu_calls}/${row.runs}  ${JSON.stringify(row.x_cache)}  ${row.detail}`,
       );
@@ -325,6 +350,7 @@ async function main(): Promise<void> {
     runs: String(RUNS),
     cpu: cpus()[0]?.model ?? "unknown",
     cores: String(cpus().length),
+    load,
     node: process.version,
     image: IMAGE,
     image_bytes: String(imageBytes.length),

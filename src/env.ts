@@ -36,6 +36,11 @@ export interface AppVariables extends RequestIdVariables {
   config: Config;
   /** Who is calling (set by the api-key middleware). */
   principal?: Principal;
+  /**
+   * Resolves once the key's rate limiter has admitted this request; throws its refusal otherwise (set on
+   * generation routes, whose decision overlaps the route's first steps). Await it before costly work.
+   */
+  admitted?: () => Promise<void>;
   /** What a generation request used, settled when its answer ends (read by the rate-limit middleware). */
   usage?: Promise<UsageOutcome>;
   /** `Server-Timing` entries added by middleware (auth, rate limit). */

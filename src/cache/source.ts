@@ -12,6 +12,17 @@ import type { CachePolicy } from "./policy";
 import { originTtl } from "./policy";
 
 const SHA_HEADER = "x-qvl-source-sha256";
+const EXPIRES_HEADER = "x-qvl-expires";
+
+/** This isolate's memory of recent entries (URL → sha256 until the entry expires): a hot URL costs no Cache API call. */
+const MEMO_MAX = 4_096;
+const memo = new Map<string, { sha: string; expires: number }>();
+
+function memorize(url: string, sha: string, expires: number): void {
+  memo.delete(url);
+  if (memo.size >= MEMO_MAX) memo.delete(memo.keys().next().value as string);
+  memo.set(url, { sha, expires });
+}
 const CACHE_HOST = "https://source-cache.qvl.invalid/v1/";
 
 export type SourceCacheStatus = "hit" | "miss" | "bypass";
@@ -35,11 +46,16 @@ async function cacheKey(url: string): Promise<Request> {
 export async function cachedSourceSha(url: string, policy: CachePolicy): Promise<string | null> {
   const store = cacheStore();
   if (!store || !policy.read) return null;
+  const known = memo.get(url);
+  if (known && known.expires > Date.now()) return known.sha;
   const res = await store.match(await cacheKey(url));
   if (!res) return null;
   const sha = res.headers.get(SHA_HEADER);
   await res.body?.cancel();
-  return sha && /^[0-9a-f]{64}$/.test(sha) ? sha : null;
+  if (!sha || !/^[0-9a-f]{64}$/.test(sha)) return null;
+  const expires = Number(res.headers.get(EXPIRES_HEADER));
+  if (Number.isFinite(expires) && expires > Date.now()) memorize(url, sha, expires);
+  return sha;
 }
 
 /** The bytes of a cached source image (for the rare tensor miss after a source hit); null when gone. */
@@ -57,6 +73,8 @@ export async function storeSource(url: string, bytes: Uint8Array, sha: string, o
   const store = cacheStore();
   const ttl = originTtl(originHeaders, maxTtlS);
   if (!store || ttl <= 0) return 0;
+  const expires = Date.now() + ttl * 1000;
+  memorize(url, sha, expires);
   await store.put(
     await cacheKey(url),
     new Response(bytes as Uint8Array<ArrayBuffer>, {
@@ -64,6 +82,7 @@ export async function storeSource(url: string, bytes: Uint8Array, sha: string, o
         "cache-control": `public, max-age=${ttl}`,
         "content-type": originHeaders.get("content-type") ?? "application/octet-stream",
         [SHA_HEADER]: sha,
+        [EXPIRES_HEADER]: String(expires),
       },
     }),
   );

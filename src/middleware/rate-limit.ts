@@ -7,13 +7,16 @@
  *   over the quota  → 429 quota_exceeded, Retry-After (seconds until the month ends)
  *   revoked         → 401 invalid_api_key
  *
- * After a generation route (`billable`), what it used (images, tokens, cached or not) is added to the
- * key's usage off the response path (`waitUntil`); a failed request gives its quota unit back.
+ * On a generation route (`billable`) the call overlaps the route's first steps (reading the request,
+ * asking the caches): the route awaits `c.var.admitted()` before any costly step. Afterwards, what it
+ * used (images, tokens, cached or not) is added to the key's usage off the response path
+ * (`waitUntil`); a failed request gives its quota unit back.
  * The root key is not limited.
  */
 import type { Context, MiddlewareHandler } from "hono";
 import type { AppEnv } from "../env";
 import { ApiError } from "../errors";
+import type { KeyRecord } from "../keys/keys";
 import type { AdmitResult } from "../ratelimit/key-limiter";
 import { addTiming, type UsageOutcome } from "./api-key";
 
@@ -42,6 +45,19 @@ function rateHeaders(r: { limit: number; remaining: number; resetS: number }): R
   };
 }
 
+/** The refusal for a decision that did not admit the request. */
+function refusal(result: Exclude<AdmitResult, { ok: true }>, record: KeyRecord): ApiError {
+  if (result.reason === "revoked") return new ApiError("invalid_api_key", "This API key has been revoked.");
+  if (result.reason === "quota_exceeded") {
+    return new ApiError("quota_exceeded", `This key's monthly quota of ${record.quota} requests is used up.`, {
+      retryAfter: result.retryAfterS,
+    });
+  }
+  return new ApiError("rate_limited", `Rate limit exceeded: ${record.rate.limit} requests per ${record.rate.window_s} s.`, {
+    retryAfter: result.retryAfterS,
+  });
+}
+
 export function rateLimit(options: RateLimitOptions): MiddlewareHandler<AppEnv> {
   if (typeof options?.billable !== "boolean") throw new TypeError("rateLimit: options.billable must be a boolean");
   return async function rateLimitMiddleware(c, next) {
@@ -54,23 +70,41 @@ export function rateLimit(options: RateLimitOptions): MiddlewareHandler<AppEnv> 
     const record = principal.record;
     const stub = c.env.KEY_LIMITER.getByName(record.id);
     const started = performance.now();
-    const result: AdmitResult = await stub.admit({ rate: record.rate, quota: record.quota, billable: options.billable });
-    addTiming(c, `ratelimit;dur=${(performance.now() - started).toFixed(1)}`);
-    if (!result.ok) {
-      if (result.reason === "revoked") throw new ApiError("invalid_api_key", "This API key has been revoked.");
-      const err =
-        result.reason === "quota_exceeded"
-          ? new ApiError("quota_exceeded", `This key's monthly quota of ${record.quota} requests is used up.`, {
-              retryAfter: result.retryAfterS,
-            })
-          : new ApiError("rate_limited", `Rate limit exceeded: ${record.rate.limit} requests per ${record.rate.window_s} s.`, {
-              retryAfter: result.retryAfterS,
-            });
-      return err.toResponse({ ...rateHeaders(result), "x-request-id": c.get("requestId") ?? "" });
+    const decision: Promise<AdmitResult> = stub.admit({ rate: record.rate, quota: record.quota, billable: options.billable }).then((r) => {
+      addTiming(c, `ratelimit;dur=${(performance.now() - started).toFixed(1)}`);
+      return r;
+    });
+    const refused = (r: AdmitResult) => {
+      if (r.ok) return null;
+      const err = refusal(r, record);
+      return err.toResponse({ ...("limit" in r ? rateHeaders(r) : {}), "x-request-id": c.get("requestId") ?? "" });
+    };
+    if (!options.billable) {
+      const result = await decision;
+      const no = refused(result);
+      if (no) return no;
+      await next();
+      if (result.ok) for (const [k, v] of Object.entries(rateHeaders(result))) c.res.headers.set(k, v);
+      return;
     }
+
+    // Generation routes: the decision travels while the route reads and validates the request and asks the
+    // caches; the route awaits it (`admitted`) before anything that costs: an origin fetch, a decode, an
+    // answer. A refused request gets its refusal whatever the route did meanwhile.
+    decision.catch(() => {});
+    c.set("admitted", async () => {
+      const r = await decision;
+      if (!r.ok) throw refusal(r, record);
+    });
     await next();
+    const result = await decision;
+    const no = refused(result);
+    if (no) {
+      c.res = no;
+      return;
+    }
+    if (!result.ok) return; // (narrowing: refused() answered every refusal)
     for (const [k, v] of Object.entries(rateHeaders(result))) c.res.headers.set(k, v);
-    if (!options.billable) return;
     const status = c.res.status;
     const usage = c.get("usage");
     const outcome: Promise<UsageOutcome | null> = status < 400 && usage ? usage : Promise.resolve(null);

@@ -42,6 +42,8 @@ export interface Answer {
   /** `x-cache: HIT`: this request started no GPU work (a stored answer, or one shared with an identical request). */
   hit: boolean;
   result: ResultCacheStatus;
+  /** Time spent looking up the result cache (or waiting on an identical request's lookup). */
+  lookupMs?: number;
   /** Call when the events are finished with. */
   release: () => void;
 }
@@ -100,6 +102,8 @@ function storeWhenComplete(c: Context<AppEnv>, key: string, flight: Flight): Pro
 }
 
 export async function answer(c: Context<AppEnv>, plan: AnswerPlan): Promise<Answer> {
+  // The rate limiter's decision has travelled while the images were looked up; nothing is answered without it.
+  await c.get("admitted")?.();
   const sampling = samplingFor(plan.sampling);
   if (!isDeterministic(sampling)) return live(c, plan, "off");
   // No result store configured (RESULT_CACHE unbound, or a TTL of 0): no result layer, and no coalescing either.
@@ -131,6 +135,7 @@ export async function answer(c: Context<AppEnv>, plan: AnswerPlan): Promise<Answ
     };
   }
 
+  const asked = performance.now();
   const joined = await joinOrStart(key, plan.signal, async (signal) => {
     const stored = await getResult(c.env.RESULT_CACHE, key).catch(() => null);
     if (stored) return { kind: "stored", result: stored };
@@ -146,6 +151,7 @@ export async function answer(c: Context<AppEnv>, plan: AnswerPlan): Promise<Answ
       queueMs: 0,
       hit: true,
       result: "hit",
+      lookupMs: performance.now() - asked,
       release: () => {},
     };
   }
@@ -166,7 +172,11 @@ export function answerHeaders(c: Context<AppEnv>, ans: Answer, images: PreparedI
     "x-request-id": c.get("requestId"),
     "x-cache": ans.hit ? "HIT" : "MISS",
     "x-cache-detail": [`result=${ans.result}`, ...imageCacheDetail(images)].join("; "),
-    "server-timing": [...imageServerTiming(images), `queue;dur=${ans.queueMs.toFixed(1)}`].join(", "),
+    "server-timing": [
+      ...imageServerTiming(images),
+      ...(ans.lookupMs !== undefined ? [`result;dur=${ans.lookupMs.toFixed(1)}`] : []),
+      `queue;dur=${ans.queueMs.toFixed(1)}`,
+    ].join(", "),
   };
 }
 

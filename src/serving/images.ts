@@ -34,7 +34,8 @@ export interface PreparedImage {
   sha256: string;
   width: number;
   height: number;
-  timings: { fetch: number; decode: number; resize: number; normalize: number };
+  /** `lookup`: time spent asking the source and tensor caches. */
+  timings: { fetch: number; lookup: number; decode: number; resize: number; normalize: number };
   cache: { source: SourceCacheStatus; tensor: TensorCacheStatus };
   /** The tensor bytes: from memory, the tensor cache, or preprocessed again if the cache lost them. */
   tensor(): Promise<Uint8Array>;
@@ -46,12 +47,21 @@ export interface ImageContext {
   policy: CachePolicy;
   signal?: AbortSignal;
   waitUntil: (promise: Promise<unknown>) => void;
+  /** Resolves once the request is admitted by its rate limiter (awaited before an origin fetch or a decode). */
+  admitted?: () => Promise<void>;
   /** Runs CPU-bound preprocessing one at a time (several images of one request). */
   serialize?: <T>(work: () => Promise<T>) => Promise<T>;
 }
 
 export function imageContext(c: Context<AppEnv>, policy: CachePolicy = requestCachePolicy(c.req.raw.headers)): ImageContext {
-  return { env: c.env, config: c.get("config"), policy, signal: c.req.raw.signal, waitUntil: (p) => waitUntil(c, p) };
+  return {
+    env: c.env,
+    config: c.get("config"),
+    policy,
+    signal: c.req.raw.signal,
+    waitUntil: (p) => waitUntil(c, p),
+    admitted: c.get("admitted"),
+  };
 }
 
 interface Computed {
@@ -83,6 +93,7 @@ export async function prepareImage(source: ImageSource, ctx: ImageContext, orien
   let sourceSha: string;
   let sourceStatus: SourceCacheStatus = "none";
   let fetchMs = 0;
+  let lookupMs = 0;
   let getBytes: () => Promise<Uint8Array>;
   if ("bytes" in source || /^data:/i.test(source.url)) {
     bytes = "bytes" in source ? source.bytes : (await fetchImage(source.url, fetchOptions)).bytes;
@@ -92,6 +103,7 @@ export async function prepareImage(source: ImageSource, ctx: ImageContext, orien
   } else {
     const url = source.url;
     const fetchFresh = async (): Promise<Uint8Array> => {
+      await ctx.admitted?.();
       const recorder = recordingFetch();
       const started = performance.now();
       const fetched = await fetchImage(url, { ...fetchOptions, fetch: recorder.fetch });
@@ -102,7 +114,9 @@ export async function prepareImage(source: ImageSource, ctx: ImageContext, orien
       }
       return fetched.bytes;
     };
+    const asked = performance.now();
     const cachedSha = config.cache.sourceMaxTtlS > 0 ? await tolerant(cachedSourceSha(url, policy), null) : null;
+    lookupMs += performance.now() - asked;
     if (cachedSha) {
       sourceSha = cachedSha;
       sourceStatus = "hit";
@@ -119,6 +133,7 @@ export async function prepareImage(source: ImageSource, ctx: ImageContext, orien
   // 2. The tensor: cached, being computed by an identical request, or computed here.
   const bucket = ctx.env.TENSOR_CACHE;
   const key = tensorCacheKey(sourceSha, orientation);
+  // Callers have awaited the request's admission (a decode costs).
   const compute = async (): Promise<Computed> => {
     const input = await getBytes();
     const run = () => preprocessImage(input, getCodecs(), { format: "f16", orientation, limits: config.image });
@@ -133,28 +148,44 @@ export async function prepareImage(source: ImageSource, ctx: ImageContext, orien
   };
   const finish = (computed: Computed, status: TensorCacheStatus): PreparedImage => ({
     ...computed.meta,
-    timings: { fetch: fetchMs, ...(status === "miss" || status === "bypass" ? computed.timings : { decode: 0, resize: 0, normalize: 0 }) },
+    timings: {
+      fetch: fetchMs,
+      lookup: lookupMs,
+      ...(status === "miss" || status === "bypass" ? computed.timings : { decode: 0, resize: 0, normalize: 0 }),
+    },
     cache: { source: sourceStatus, tensor: status },
     tensor: async () => computed.tensor,
   });
 
-  if (!policy.read) return finish(await compute(), "bypass");
+  if (!policy.read) {
+    await ctx.admitted?.();
+    return finish(await compute(), "bypass");
+  }
   const fromCache = (cached: TensorMeta): PreparedImage => ({
     ...cached,
-    timings: { fetch: fetchMs, decode: 0, resize: 0, normalize: 0 },
+    timings: { fetch: fetchMs, lookup: lookupMs, decode: 0, resize: 0, normalize: 0 },
     cache: { source: sourceStatus, tensor: "hit" },
     tensor: async () => (await tolerant(loadTensor(bucket, key, cached, F16_BYTES), null)) ?? (await compute()).tensor,
   });
-  // Lookup and computation as one unit per key, registered before anything is awaited: identical images
-  // arriving together make one lookup and at most one decode.
-  const pending = preprocessing.get(key);
-  if (pending) {
+  const join = async (pending: Promise<Found>) => {
     const found = await pending;
     return "cached" in found ? fromCache(found.cached) : finish(found.computed, "coalesced");
-  }
+  };
+  const early = preprocessing.get(key);
+  if (early) return join(early);
+  // Our own lookup travels alongside the rate limiter's decision; a decode waits for that decision.
+  const asked = performance.now();
+  const cached = await tolerant(findTensor(bucket, key, config.cache.tensorMaxAgeS), null);
+  lookupMs += performance.now() - asked;
+  if (cached) return fromCache(cached);
+  await ctx.admitted?.();
+  // One decode per key in this isolate: identical images arriving together join the first one's. The
+  // unit looks again first (this isolate's map knows at once about a decode that has just finished).
+  const pending = preprocessing.get(key);
+  if (pending) return join(pending);
   const started = (async (): Promise<Found> => {
-    const cached = await tolerant(findTensor(bucket, key, config.cache.tensorMaxAgeS), null);
-    return cached ? { cached } : { computed: await compute() };
+    const again = await tolerant(findTensor(bucket, key, config.cache.tensorMaxAgeS), null);
+    return again ? { cached: again } : { computed: await compute() };
   })();
   preprocessing.set(key, started);
   const drop = () => {
@@ -186,7 +217,13 @@ export async function prepareImages(
 /** `Server-Timing` entries for the image work of a request (summed over its images). */
 export function imageServerTiming(images: PreparedImage[]): string[] {
   const sum = (k: keyof PreparedImage["timings"]) => images.reduce((n, i) => n + i.timings[k], 0).toFixed(1);
-  return [`fetch;dur=${sum("fetch")}`, `decode;dur=${sum("decode")}`, `resize;dur=${sum("resize")}`, `normalize;dur=${sum("normalize")}`];
+  return [
+    `fetch;dur=${sum("fetch")}`,
+    `lookup;dur=${sum("lookup")}`,
+    `decode;dur=${sum("decode")}`,
+    `resize;dur=${sum("resize")}`,
+    `normalize;dur=${sum("normalize")}`,
+  ];
 }
 
 /** `x-cache-detail` parts for the image layers: `source=hit,miss; tensor=hit,hit` (one entry per image). */

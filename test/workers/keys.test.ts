@@ -245,6 +245,27 @@ describe("rate limits", () => {
     expect(usage.rate_limited).toBe(2);
   });
 
+  it("a refused generation does nothing costly: no image fetched, no decode, no GPU; the refusal wins", async () => {
+    const { key } = await createKey(E, { scopes: ["caption"], rate: "1/min" });
+    const first = await edge(E, "/v1/models", { headers: bearer(key) });
+    expect(first.status).toBe(200);
+    const path = `/img/dune_1.8mp.jpg?cc=max-age%3D600&v=refused-${crypto.randomUUID()}`;
+    const refused = await edge(E, "/v1/captions", {
+      method: "POST",
+      headers: { ...bearer(key), "content-type": "application/json" },
+      body: JSON.stringify({ image: `${env.CACHE_ORIGIN}${path}` }),
+    });
+    expect(refused.status).toBe(429);
+    expect(refused.headers.get("x-ratelimit-remaining")).toBe("0");
+    expect(refused.headers.get("retry-after")).toBe("60");
+    expect(await refused.json()).toMatchObject({ error: { code: "rate_limited" } });
+    const count = (await (await fetch(`${env.CACHE_ORIGIN}/count?path=${encodeURIComponent(path)}`)).json()) as { count: number };
+    expect(count.count).toBe(0);
+    // A request the route would refuse anyway (no image) still gets the rate limiter's answer.
+    const bad = await edge(E, "/v1/captions", { method: "POST", headers: { ...bearer(key), "content-type": "image/jpeg" } });
+    expect(bad.status).toBe(429);
+  });
+
   it("the root key is never limited", async () => {
     const results = await Promise.all(Array.from({ length: 10 }, () => edge(E, "/v1/models", { headers: bearer(TOKEN) })));
     expect(results.every((r) => r.status === 200 && !r.headers.has("x-ratelimit-limit"))).toBe(true);
