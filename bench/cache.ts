@@ -218,7 +218,8 @@ function renderMarkdown(rows: Row[], meta: Record<string, string>, doHopMs: numb
     "loopback origin that sends `Cache-Control: public, max-age=3600`. The built Worker runs in workerd (Miniflare, direct socket)",
     `with local KV, R2, Cache API and Durable Objects; the GPU is a simulated node (\`--simulate ${meta.simulate}\`, a test instrument: no model runs).`,
     "Every request carries a `qvl_` key, so each pays the rate limiter's Durable Object call, except the root-key row.",
-    "Times are wall time at the client on loopback (so they include the HTTP round trip); the edge's own figures are in `server-timing`.",
+    "Times are wall time at the client on loopback (so they include the HTTP round trip); the edge's own figures are in `server-timing`",
+    "(whole milliseconds: workerd's clock only moves across I/O, so CPU-only steps such as `auth` read 0).",
     "",
     "| configuration | what happens | p50 ms | p90 ms | GPU calls | x-cache | server-timing p50 (ms) |",
     "|---|---|---:|---:|---:|---|---|",
@@ -233,7 +234,7 @@ function renderMarkdown(rows: Row[], meta: Record<string, string>, doHopMs: numb
   lines.push(
     "",
     `- Result-cache hit: **p50 ${f1(result.p50_ms)} ms** at the client (goal ≤ 5 ms at the edge), **${result.gpu_calls} GPU calls** in ${result.runs} requests.`,
-    `- The rate limiter's Durable Object call (one RPC per request): p50 of the result-cache hit with a \`qvl_\` key minus with the root key = **${f1(doHopMs)} ms** here (local workerd; in production the DO may be in another colo than the request, and its SQLite write is confirmed before it answers).`,
+    `- The rate limiter's Durable Object call (one RPC per request, sent before the route reads the request and awaited before any costly step): p50 of the result-cache hit with a \`qvl_\` key minus with the root key = **${f1(doHopMs)} ms** here (local workerd; in production the DO may be in another colo than the request, and its SQLite write is confirmed before it answers).`,
     `- Cold → tensor cache: ${f1(by("cold").p50_ms - by("tensor cache").p50_ms)} ms saved at p50 (fetch, decode, resize, normalize); tensor cache → result cache: ${f1(by("tensor cache").p50_ms - result.p50_ms)} ms (the GPU).`,
     "<!-- bench:cache:end -->",
   );
