@@ -12,7 +12,9 @@ const dir = fileURLToPath(new URL("../../src/image/codecs/libjpeg-turbo/", impor
 describe("libjpeg-turbo.wasm", () => {
   it("matches libjpeg-turbo.wasm.sha256", () => {
     const recorded = readFileSync(`${dir}libjpeg-turbo.wasm.sha256`, "utf8").trim().split(/\s+/)[0];
-    const actual = createHash("sha256").update(readFileSync(`${dir}libjpeg-turbo.wasm`)).digest("hex");
+    const actual = createHash("sha256")
+      .update(readFileSync(`${dir}libjpeg-turbo.wasm`))
+      .digest("hex");
     expect(recorded).toMatch(/^[0-9a-f]{64}$/);
     expect(actual).toBe(recorded);
   });
