@@ -163,5 +163,6 @@ export async function decodeJpegResized(
     throw err;
   } finally {
     meter.wasm(codecs.heapBytes("jpeg"));
+    codecs.releaseJpegIfGrown();
   }
 }

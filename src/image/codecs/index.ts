@@ -21,6 +21,12 @@ export interface Codecs {
   webp: WebpCodec;
   /** Size of a decoder's wasm memory now (0 for the GIF decoder, which is plain JS). */
   heapBytes(format: ImageFormat): number;
+  /**
+   * Drops the JPEG decoder when its wasm memory has grown past `limitBytes` (a progressive photo's
+   * coefficient buffer): wasm memory never shrinks, so the only way to give it back to the isolate is
+   * a fresh instance (≈ 1 ms) for the next request.
+   */
+  releaseJpegIfGrown(limitBytes?: number): void;
 }
 
 /** Workers have no ImageData; the jsquash codecs construct one. */
@@ -35,6 +41,9 @@ function ensureImageData(): void {
   };
 }
 
+/** A decoder whose memory stayed at most this big is kept for the next request (baseline JPEGs stay at 16 MiB). */
+const JPEG_KEEP_HEAP_BYTES = 24 * 1024 * 1024;
+
 export function createCodecs(modules: CodecModules, options: { jpegMaxMemoryBytes?: number } = {}): Codecs {
   ensureImageData();
   let jpeg: Promise<JpegDecoder> | undefined;
@@ -48,6 +57,13 @@ export function createCodecs(modules: CodecModules, options: { jpegMaxMemoryByte
     },
     png,
     webp,
+    releaseJpegIfGrown(limitBytes = JPEG_KEEP_HEAP_BYTES) {
+      if (jpegDecoder && jpegDecoder.heapBytes() > limitBytes) {
+        jpegDecoder.dispose();
+        jpegDecoder = undefined;
+        jpeg = undefined;
+      }
+    },
     heapBytes: (format) =>
       format === "jpeg" ? (jpegDecoder?.heapBytes() ?? 0) : format === "png" ? png.heapBytes() : format === "webp" ? webp.heapBytes() : 0,
   };
