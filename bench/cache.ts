@@ -19,14 +19,14 @@
  * Env: BENCH_RUNS (default 40 timed requests per configuration), BENCH_IMAGE (a fixture; default
  * dune_1.8mp.jpg), BENCH_SIMULATE (the node's --simulate spec).
  */
-import { type ChildProcess, execFileSync, spawn } from "node:child_process";
+import { execFileSync } from "node:child_process";
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
 import { cpus, loadavg } from "node:os";
-import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { Miniflare, type MiniflareOptions } from "miniflare";
+import { type SimulatedNode, startSimulatedNode } from "../test/support/simulated-node";
 
 const root = fileURLToPath(new URL("..", import.meta.url));
 const RUNS = Number(process.env.BENCH_RUNS ?? 40);
@@ -75,40 +75,8 @@ function buildWorker(): string {
   return `${outdir}/index.js`;
 }
 
-async function startNode(): Promise<{ url: string; child: ChildProcess }> {
-  const child = spawn(
-    process.execPath,
-    [
-      `${root}gpu-node/bin/gpu-node.mjs`,
-      "serve",
-      "--engine",
-      "simulated",
-      "--port",
-      "0",
-      "--node-secret",
-      NODE_SECRET,
-      "--simulate",
-      SIMULATE,
-    ],
-    { cwd: root, stdio: ["ignore", "pipe", "pipe"] },
-  );
-  child.stderr?.resume();
-  const url = await new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error("the simulated node did not start")), 30_000);
-    createInterface({ input: child.stdout! }).on("line", (line) => {
-      try {
-        const msg = JSON.parse(line) as { event?: string; url?: string };
-        if (msg.event === "listening" && msg.url) {
-          clearTimeout(timer);
-          resolve(msg.url);
-        }
-      } catch {
-        // not JSON
-      }
-    });
-    child.once("exit", (code) => reject(new Error(`the simulated node exited (${code})`)));
-  });
-  return { url, child };
+async function startNode(): Promise<SimulatedNode> {
+  return startSimulatedNode({ secret: NODE_SECRET, args: ["--simulate", SIMULATE] });
 }
 
 async function gpuCalls(nodeUrl: string): Promise<number> {

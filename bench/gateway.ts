@@ -23,17 +23,17 @@
  * 64 streams, default 4; each stream's first and last are not counted, so every counted request ran with
  * all 64 streams in flight), BENCH_BREAKDOWN (default 1).
  */
-import { type ChildProcess, execFileSync, spawn } from "node:child_process";
+import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { cpus, loadavg } from "node:os";
-import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { Miniflare, type MiniflareOptions } from "miniflare";
 import { Agent, request } from "undici";
 import { unstable_getMiniflareWorkerOptions } from "wrangler";
 import { chatPrompt } from "../src/prompt/index";
 import { encodeFrame, type GenerateHeaderInput, PROTOCOL_VERSION } from "../src/protocol/index";
+import { type SimulatedNode, startSimulatedNode } from "../test/support/simulated-node";
 
 const root = fileURLToPath(new URL("..", import.meta.url));
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 8);
@@ -115,50 +115,8 @@ function buildVariants(): string {
   return `${dir}/variants/gateway-variants.js`;
 }
 
-async function startNode(): Promise<{ url: string; child: ChildProcess; logs: string[] }> {
-  const logs: string[] = [];
-  const child = spawn(
-    process.execPath,
-    [
-      `${root}gpu-node/bin/gpu-node.mjs`,
-      "serve",
-      "--engine",
-      "simulated",
-      "--port",
-      "0",
-      "--node-secret",
-      NODE_SECRET,
-      "--variant",
-      "qwen-vl-chat",
-      "--simulate",
-      SIMULATE,
-      ...NODE_ARGS,
-    ],
-    { cwd: root, stdio: ["ignore", "pipe", "pipe"] },
-  );
-  // Both pipes are drained (a full pipe would stall the node); the last lines are kept for errors.
-  const keep = (d: Buffer) => {
-    logs.push(d.toString());
-    if (logs.length > 200) logs.shift();
-  };
-  child.stderr?.on("data", keep);
-  const url = await new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`node did not start\n${logs.join("")}`)), 30_000);
-    createInterface({ input: child.stdout! }).on("line", (line) => {
-      keep(Buffer.from(`${line}\n`));
-      try {
-        const msg = JSON.parse(line) as { event?: string; url?: string };
-        if (msg.event === "listening" && msg.url) {
-          clearTimeout(timer);
-          resolve(msg.url);
-        }
-      } catch {
-        // not JSON
-      }
-    });
-    child.once("exit", (code) => reject(new Error(`node exited (${code})\n${logs.join("")}`)));
-  });
-  return { url, child, logs };
+function startNode(): Promise<SimulatedNode> {
+  return startSimulatedNode({ secret: NODE_SECRET, args: ["--variant", "qwen-vl-chat", "--simulate", SIMULATE, ...NODE_ARGS] });
 }
 
 /** workerd in Miniflare, serving `scriptPath` through a direct socket; returns its origin. */

@@ -177,8 +177,9 @@ describe("the public API through the edge (healthy node + a node that fails befo
     const before = metricValue(await stack.nodes.get("broken")!.metrics(), "qvl_node_requests_total");
     const deadline = Date.now() + 30_000;
     let sent = 0;
-    // Keep asking (bounded) until the broken node has been tried at least once.
-    while (Date.now() < deadline && sent < 40) {
+    // Keep asking (bounded: 30 s, 200 requests) until the broken node has been tried at least once. The
+    // router avoids a node for 2 s after it failed, so the requests are spread over more than that.
+    while (Date.now() < deadline && sent < 200) {
       const res = await client.chat.completions.create({
         model: "qwen-vl-chat",
         messages: [{ role: "user", content: "ping" }],
@@ -187,6 +188,7 @@ describe("the public API through the edge (healthy node + a node that fails befo
       expect(res.choices[0].message.content).toContain("[simulated]");
       sent++;
       if (metricValue(await stack.nodes.get("broken")!.metrics(), "qvl_node_requests_total") > before) break;
+      await new Promise((r) => setTimeout(r, 100));
     }
     expect(metricValue(await stack.nodes.get("broken")!.metrics(), "qvl_node_requests_total")).toBeGreaterThan(before);
   });

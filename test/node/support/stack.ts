@@ -14,8 +14,8 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
+import { startSimulatedNode } from "../../support/simulated-node";
 
 const root = fileURLToPath(new URL("../../..", import.meta.url));
 
@@ -135,17 +135,9 @@ export async function startStack(specs: NodeSpec[], options: { vars?: Record<str
     await waitFor("edge", async () => (await fetch(`${edge}/healthz`, { signal: AbortSignal.timeout(1000) })).ok, 90_000);
     key = await createAllScopesKey(edge, rootKey);
     for (const spec of specs) {
-      const child = spawn(
-        process.execPath,
-        [
-          `${root}gpu-node/bin/gpu-node.mjs`,
-          "serve",
-          "--engine",
-          "simulated",
-          "--port",
-          "0",
-          "--node-secret",
-          nodeSecret,
+      const { url, child } = await startSimulatedNode({
+        secret: nodeSecret,
+        args: [
           "--edge",
           edge,
           "--node-id",
@@ -158,25 +150,9 @@ export async function startStack(specs: NodeSpec[], options: { vars?: Record<str
           "3000",
           ...(spec.simulate ? ["--simulate", spec.simulate] : []),
         ],
-        { cwd: root, stdio: ["ignore", "pipe", "pipe"] },
-      );
-      children.push(child);
-      child.stderr?.on("data", keep(spec.id));
-      const url = await new Promise<string>((resolve, reject) => {
-        const timer = setTimeout(() => reject(new Error(`node ${spec.id} did not start`)), 30_000);
-        createInterface({ input: child.stdout! }).on("line", (line) => {
-          try {
-            const msg = JSON.parse(line) as { event?: string; url?: string };
-            if (msg.event === "listening" && msg.url) {
-              clearTimeout(timer);
-              resolve(msg.url);
-            }
-          } catch {
-            // not JSON
-          }
-        });
-        child.once("exit", () => reject(new Error(`node ${spec.id} exited`)));
+        onLog: keep(spec.id),
       });
+      children.push(child);
       nodes.set(spec.id, {
         id: spec.id,
         url,
