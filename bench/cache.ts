@@ -26,6 +26,7 @@ import type { AddressInfo } from "node:net";
 import { cpus, loadavg } from "node:os";
 import { fileURLToPath } from "node:url";
 import { Miniflare, type MiniflareOptions } from "miniflare";
+import { nodeRequests } from "../test/support/metrics";
 import { type SimulatedNode, startSimulatedNode } from "../test/support/simulated-node";
 
 const root = fileURLToPath(new URL("..", import.meta.url));
@@ -79,16 +80,6 @@ async function startNode(): Promise<SimulatedNode> {
   return startSimulatedNode({ secret: NODE_SECRET, args: ["--simulate", SIMULATE] });
 }
 
-async function gpuCalls(nodeUrl: string): Promise<number> {
-  const text = await (await fetch(`${nodeUrl}/metrics`)).text();
-  let sum = 0;
-  for (const line of text.split("\n")) {
-    const m = /^qvl_node_requests_total(\{[^}]*\})?\s+([0-9.eE+-]+)$/.exec(line);
-    if (m) sum += Number(m[2]);
-  }
-  return sum;
-}
-
 function parseServerTiming(values: string): Record<string, number> {
   const out: Record<string, number> = {};
   for (const part of values.split(",")) {
@@ -110,7 +101,7 @@ interface Samples {
 
 /** `n` requests of one configuration; the first `skip` are not recorded (warm-up). GPU calls are counted around the block. */
 async function block(origin: string, nodeUrl: string, apiKey: string, s: Samples, n: number, skip: number): Promise<void> {
-  const before = await gpuCalls(nodeUrl);
+  const before = await nodeRequests(nodeUrl);
   for (let k = 0; k < n; k++) {
     const r = s.config.request(s.sent++);
     const t0 = performance.now();
@@ -135,7 +126,7 @@ async function block(origin: string, nodeUrl: string, apiKey: string, s: Samples
     }
   }
   await new Promise((r) => setTimeout(r, 200)); // the node counts a request when it has ended
-  const gpu = (await gpuCalls(nodeUrl)) - before;
+  const gpu = (await nodeRequests(nodeUrl)) - before;
   if (skip === 0) s.gpu += gpu; // a warm-up block counts for nothing
 }
 

@@ -10,7 +10,7 @@
 import { ApiError } from "../errors";
 import { decodeGif } from "./codecs/gif";
 import type { Codecs } from "./codecs/index";
-import { JpegDecodeError, type JpegScaleDenom, pillowDraftScale } from "./codecs/libjpeg-turbo/index";
+import { JpegDecodeError, type JpegDecoder, type JpegScaleDenom, pillowDraftScale } from "./codecs/libjpeg-turbo/index";
 import type { Orientation } from "./exif";
 import type { MemoryMeter } from "./memory";
 import type { RgbPixels } from "./pixels";
@@ -71,13 +71,16 @@ async function decodeJpeg(bytes: Uint8Array, info: ImageInfo, codecs: Codecs, me
     decoder.finish();
     return { width: out.width, height: out.height, data, stride, gray: out.channels === 1 };
   } catch (err) {
-    decoder.abort();
-    if (err instanceof ApiError) throw err;
-    if (err instanceof JpegDecodeError) throw jpegError(err);
-    throw err;
+    throw jpegFailure(decoder, err);
   } finally {
     meter.wasm(codecs.heapBytes("jpeg"));
   }
+}
+
+/** Resets the decoder for its next use and maps a failure to the client's error. */
+function jpegFailure(decoder: JpegDecoder, err: unknown): unknown {
+  decoder.abort();
+  return err instanceof JpegDecodeError ? jpegError(err) : err;
 }
 
 function jpegError(err: JpegDecodeError): ApiError {
@@ -157,10 +160,7 @@ export async function decodeJpegResized(
       dctScale: out.scaleDenom,
     };
   } catch (err) {
-    decoder.abort();
-    if (err instanceof ApiError) throw err;
-    if (err instanceof JpegDecodeError) throw jpegError(err);
-    throw err;
+    throw jpegFailure(decoder, err);
   } finally {
     meter.wasm(codecs.heapBytes("jpeg"));
     codecs.releaseJpegIfGrown();

@@ -72,13 +72,4 @@ export async function createKey(
 
 export const bearer = (key: string) => ({ authorization: `Bearer ${key}` });
 
-/** Generate requests a simulated node has answered so far (its Prometheus counter, every outcome). */
-export async function nodeRequests(nodeUrl: string): Promise<number> {
-  const text = await (await fetch(`${nodeUrl}/metrics`)).text();
-  let sum = 0;
-  for (const line of text.split("\n")) {
-    const m = /^qvl_node_requests_total(\{[^}]*\})?\s+([0-9.eE+-]+)$/.exec(line);
-    if (m) sum += Number(m[2]);
-  }
-  return sum;
-}
+export { nodeRequests } from "../support/metrics";

@@ -17,6 +17,8 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { startSimulatedNode } from "../../support/simulated-node";
 
+export { metricValue } from "../../support/metrics";
+
 const root = fileURLToPath(new URL("../../..", import.meta.url));
 
 export interface NodeSpec {
@@ -186,17 +188,4 @@ export async function createAllScopesKey(edge: string, rootKey: string, name = "
   });
   if (res.status !== 201) throw new Error(`creating a key: HTTP ${res.status} ${await res.text()}`);
   return ((await res.json()) as { key: string }).key;
-}
-
-/** A counter's value from Prometheus text (sum over series matching the label filter). */
-export function metricValue(text: string, name: string, labels: Record<string, string> = {}): number {
-  let sum = 0;
-  for (const line of text.split("\n")) {
-    if (!line.startsWith(name)) continue;
-    const m = /^([a-z_]+)(\{[^}]*\})?\s+([0-9.eE+-]+)$/.exec(line);
-    if (!m || m[1] !== name) continue;
-    const ok = Object.entries(labels).every(([k, v]) => (m[2] ?? "").includes(`${k}="${v}"`));
-    if (ok) sum += Number(m[3]);
-  }
-  return sum;
 }
