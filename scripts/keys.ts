@@ -2,13 +2,14 @@
  * `npm run keys`: manage API keys on a local or deployed edge, through its admin routes (/v1/keys),
  * with the root key or any key that has the `admin` scope.
  *
- *   npm run --silent keys -- --url URL --admin-key KEY create --name N --scopes a,b [--rate 60/min] [--quota N] [--key qvl_…] [--json]
+ *   npm run --silent keys -- --url URL --admin-key KEY create --name N --scopes a,b [--rate 60/min] [--quota N] [--quality exact|fast] [--key qvl_…] [--json]
  *   npm run --silent keys -- --url URL --admin-key KEY list [--json]
  *   npm run --silent keys -- --url URL --admin-key KEY show ID [--json]
+ *   npm run --silent keys -- --url URL --admin-key KEY update ID [--name N] [--rate 60/min] [--quota N|none] [--quality exact|fast] [--json]
  *   npm run --silent keys -- --url URL --admin-key KEY revoke ID [--json]
  *
  * `create` prints the new key alone on stdout (it is shown this once), or with `--json` the whole
- * answer: {"id","key","webhook_secret","name","scopes","rate","quota",…}. Messages go to stderr.
+ * answer: {"id","key","webhook_secret","name","scopes","rate","quota","quality",…}. Messages go to stderr.
  * `--url` and `--admin-key` fall back to QVL_EDGE_URL and QVL_ADMIN_KEY.
  * Exit status: 0 done, 1 usage error, 2 the edge refused or could not be reached.
  */
@@ -16,13 +17,16 @@ import { parseArgs } from "node:util";
 
 const USAGE = `usage: npm run --silent keys -- --url URL --admin-key KEY COMMAND [options]
 commands:
-  create --name N --scopes a,b [--rate 60/min] [--quota N] [--key qvl_…] [--json]
+  create --name N --scopes a,b [--rate 60/min] [--quota N] [--quality exact|fast] [--key qvl_…] [--json]
                          scopes: caption, vqa, grounding, chat, moderate, admin
                          rate: N/s, N/min, N/hour, N/day (a token bucket: bursts of N); default 60/min
                          quota: generation requests per calendar month (UTC); default none
+                         quality: image preprocessing of requests that name none; default exact
                          prints the key alone on stdout (shown once), or the JSON answer with --json
-  list [--json]          every key (id, name, prefix, scopes, rate, quota, created, revoked)
+  list [--json]          every key (id, name, prefix, scopes, rate, quota, quality, created, revoked)
   show ID [--json]       one key and its usage this month
+  update ID [--name N] [--rate 60/min] [--quota N|none] [--quality exact|fast] [--json]
+                         changes those settings (other isolates may use the old ones for up to a minute)
   revoke ID [--json]     refused everywhere from the next request on
 options:
   --url URL              the edge (env QVL_EDGE_URL), e.g. http://127.0.0.1:8787
@@ -40,6 +44,7 @@ function parse() {
       scopes: { type: "string" },
       rate: { type: "string" },
       quota: { type: "string" },
+      quality: { type: "string" },
       key: { type: "string" },
       json: { type: "boolean" },
       help: { type: "boolean", short: "h" },
@@ -54,6 +59,7 @@ interface ApiKeyView {
   scopes: string[];
   rate: string;
   quota: number | null;
+  quality: string;
   created_at: string;
   revoked_at: string | null;
 }
@@ -92,10 +98,11 @@ function table(keys: ApiKeyView[]): string {
     k.scopes.join(","),
     k.rate,
     k.quota === null ? "-" : String(k.quota),
+    k.quality ?? "exact",
     k.created_at.slice(0, 19).replace("T", " "),
     k.revoked_at ? `revoked ${k.revoked_at.slice(0, 10)}` : "active",
   ]);
-  const head = ["ID", "NAME", "PREFIX", "SCOPES", "RATE", "QUOTA", "CREATED (UTC)", "STATE"];
+  const head = ["ID", "NAME", "PREFIX", "SCOPES", "RATE", "QUOTA", "QUALITY", "CREATED (UTC)", "STATE"];
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
   return [head, ...rows]
     .map((r) =>
@@ -105,6 +112,21 @@ function table(keys: ApiKeyView[]): string {
         .trimEnd(),
     )
     .join("\n");
+}
+
+/** `--quota N` (a positive integer), or `none` to remove it (update only). */
+function parseQuota(text: string, allowNone: boolean): number | null {
+  if (allowNone && text === "none") return null;
+  const quota = Number(text);
+  if (!Number.isInteger(quota) || quota < 1) {
+    throw new UsageError(`--quota must be a positive integer${allowNone ? " or none" : ""}, not ${text}`);
+  }
+  return quota;
+}
+
+function parseQuality(text: string): "exact" | "fast" {
+  if (text !== "exact" && text !== "fast") throw new UsageError(`--quality must be exact or fast, not ${text}`);
+  return text;
 }
 
 async function main(): Promise<number> {
@@ -131,11 +153,8 @@ async function main(): Promise<number> {
       if (args.length) throw new UsageError(`create takes no positional arguments (got ${args.join(" ")})`);
       if (!values.name) throw new UsageError("create needs --name N");
       if (!values.scopes) throw new UsageError("create needs --scopes a,b");
-      let quota: number | undefined;
-      if (values.quota !== undefined) {
-        quota = Number(values.quota);
-        if (!Number.isInteger(quota) || quota < 1) throw new UsageError(`--quota must be a positive integer, not ${values.quota}`);
-      }
+      const quota = values.quota !== undefined ? parseQuota(values.quota, false) : undefined;
+      const quality = values.quality !== undefined ? parseQuality(values.quality) : undefined;
       const created = (await call(url, adminKey, "POST", "/v1/keys", {
         name: values.name,
         scopes: values.scopes
@@ -144,10 +163,11 @@ async function main(): Promise<number> {
           .filter(Boolean),
         ...(values.rate ? { rate: values.rate } : {}),
         ...(quota !== undefined ? { quota } : {}),
+        ...(quality !== undefined ? { quality } : {}),
         ...(values.key ? { key: values.key } : {}),
       })) as ApiKeyView & { key: string };
       process.stderr.write(
-        `Created ${created.id} "${created.name}" (scopes ${created.scopes.join(",")}, rate ${created.rate}, quota ${created.quota ?? "none"}). The key is shown this once: store it now.\n`,
+        `Created ${created.id} "${created.name}" (scopes ${created.scopes.join(",")}, rate ${created.rate}, quota ${created.quota ?? "none"}), image quality ${created.quality}. The key is shown this once: store it now.\n`,
       );
       if (values.json) out(created);
       else process.stdout.write(`${created.key}\n`);
@@ -167,6 +187,22 @@ async function main(): Promise<number> {
       const result = (await call(url, adminKey, command === "show" ? "GET" : "DELETE", `/v1/keys/${encodeURIComponent(id)}`)) as ApiKeyView;
       if (command === "revoke") process.stderr.write(`Revoked ${result.id} "${result.name}" at ${result.revoked_at}.\n`);
       if (values.json || command === "show") out(result);
+      return 0;
+    }
+    case "update": {
+      if (args.length !== 1) throw new UsageError("update needs exactly one key id");
+      const update = {
+        ...(values.name !== undefined ? { name: values.name } : {}),
+        ...(values.rate !== undefined ? { rate: values.rate } : {}),
+        ...(values.quota !== undefined ? { quota: parseQuota(values.quota, true) } : {}),
+        ...(values.quality !== undefined ? { quality: parseQuality(values.quality) } : {}),
+      };
+      if (Object.keys(update).length === 0) throw new UsageError("update needs --name, --rate, --quota or --quality");
+      const result = (await call(url, adminKey, "PATCH", `/v1/keys/${encodeURIComponent(args[0])}`, update)) as ApiKeyView;
+      process.stderr.write(
+        `Updated ${result.id} "${result.name}" (rate ${result.rate}, quota ${result.quota ?? "none"}, image quality ${result.quality}).\n`,
+      );
+      if (values.json) out(result);
       return 0;
     }
     default:

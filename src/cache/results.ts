@@ -6,9 +6,14 @@
  *
  *   format version · protocol version · model variant · the engines (and versions) of the live nodes
  *   serving it · every prompt as segments (template text, user text, image slots) · the sha256 of every
- *   input tensor (which already folds in the preprocessing version and the orientation mode) · the
- *   sampling parameters after defaults (max_tokens, temperature, top_p, top_k, repetition penalty,
- *   stop, seed, logprobs)
+ *   input tensor (which already folds in the preprocessing version, the orientation mode and the image
+ *   quality: a `fast` tensor is other bytes, so another sha256) · the sampling parameters after defaults
+ *   (max_tokens, temperature, top_p, top_k, repetition penalty, stop, seed, logprobs)
+ *
+ * Quality is deliberately not a field of its own: where `fast` changes nothing (PNG, WebP, GIF, a JPEG
+ * too small to decode at a reduced DCT scale) both qualities give the same tensor, the model sees the same
+ * input, and sharing the answer is right; where it changes the tensor, the keys differ. The in-flight
+ * coalescing (./flights.ts) uses this key too.
  *
  * The key is the full input and nothing else: two callers get the same answer only when they sent the
  * same images, the same words and the same parameters to the same model, and then the model would have

@@ -1,10 +1,12 @@
 /**
  * Tensors in R2 (binding `TENSOR_CACHE`), keyed by what determines them and nothing else:
  *
- *   tensors/<PREPROCESS_VERSION>/<orientation mode>/<sha256 of the source bytes>
+ *   tensors/<PREPROCESS_VERSION>/<orientation mode>/<quality>/<sha256 of the source bytes>
  *
- * The object is the f16 tensor (3×448×448, 1.2 MB); its custom metadata holds the tensor's sha256 and the
- * image's size as the user sees it. A per-isolate map keeps that metadata for recent sources, so a
+ * `quality` is `exact` or `fast` (a JPEG decoded at a DCT scale: a different tensor), so a fast tensor
+ * never answers an exact request nor the reverse. The object is the f16 tensor (3×448×448, 1.2 MB); its
+ * custom metadata holds the tensor's sha256, the image's size as the user sees it and the DCT scale it
+ * was decoded at. A per-isolate map keeps that metadata for recent sources, so a
  * request whose answer is cached needs neither the tensor nor an R2 call. R2 rather than the Cache API:
  * it is one store for every colo (a popular image is decoded once, not once per colo) and it works on
  * workers.dev hosts, where the Cache API does nothing. Expiry is the bucket's lifecycle rule (README).
@@ -16,6 +18,8 @@ export interface TensorMeta {
   sha256: string;
   width: number;
   height: number;
+  /** The JPEG DCT scale it was decoded at (1: full size; 2, 4 or 8 in fast mode). */
+  dctScale: number;
 }
 
 interface Known extends TensorMeta {
@@ -26,8 +30,8 @@ interface Known extends TensorMeta {
 const META_MAX = 4_096;
 const meta = new Map<string, Known>();
 
-export function tensorCacheKey(sourceSha: string, orientation: string): string {
-  return `tensors/${PREPROCESS_VERSION}/${orientation}/${sourceSha}`;
+export function tensorCacheKey(sourceSha: string, orientation: string, quality: string): string {
+  return `tensors/${PREPROCESS_VERSION}/${orientation}/${quality}/${sourceSha}`;
 }
 
 function remember(key: string, value: Known): void {
@@ -41,7 +45,9 @@ function parseMeta(m: Record<string, string> | undefined): TensorMeta | null {
   const width = Number(m.width);
   const height = Number(m.height);
   if (!(Number.isInteger(width) && width > 0 && Number.isInteger(height) && height > 0)) return null;
-  return { sha256: m.sha256, width, height };
+  const dctScale = Number(m.dct_scale ?? "1");
+  if (![1, 2, 4, 8].includes(dctScale)) return null;
+  return { sha256: m.sha256, width, height, dctScale };
 }
 
 /** The tensor's metadata when it is cached and younger than `maxAgeS` (this isolate's map first, then an R2 HEAD). */
@@ -80,6 +86,12 @@ export async function storeTensor(bucket: R2Bucket | undefined, key: string, ten
   remember(key, { ...value, at: Date.now() });
   await bucket.put(key, tensor as Uint8Array<ArrayBuffer>, {
     httpMetadata: { contentType: "application/octet-stream" },
-    customMetadata: { sha256: value.sha256, width: String(value.width), height: String(value.height), version: PREPROCESS_VERSION },
+    customMetadata: {
+      sha256: value.sha256,
+      width: String(value.width),
+      height: String(value.height),
+      dct_scale: String(value.dctScale),
+      version: PREPROCESS_VERSION,
+    },
   });
 }

@@ -4,8 +4,9 @@
  * A key is `qvl_` + 32 random base64url characters (192 bits). The edge never stores a key: the record
  * lives in KV under the SHA-256 of the key (hex), and the key itself is shown once, when it is created.
  * The record holds an id (`key_…`, what operators see and revoke by), a name, scopes, a rate limit, an
- * optional monthly quota, the creation and revocation times, and the key's webhook signing secret
- * (`whsec_…`, for signed callbacks: a signing secret, not a credential, so it is kept readable).
+ * optional monthly quota, its default image quality (`exact` or `fast`), the creation and revocation
+ * times, and the key's webhook signing secret (`whsec_…`, for signed callbacks: a signing secret, not a
+ * credential, so it is kept readable).
  */
 import { z } from "zod";
 
@@ -16,6 +17,16 @@ export const Scope = z.enum(SCOPES);
 export const KEY_PREFIX = "qvl_";
 /** What a key may look like (generated ones are `qvl_` + 32 base64url characters; imported ones vary). */
 export const KEY_PATTERN = /^qvl_[A-Za-z0-9_-]{16,200}$/;
+
+/**
+ * How images are preprocessed: `exact` (byte-identical to Qwen-VL's own preprocessing) or `fast` (JPEGs
+ * decoded at a DCT scale of 1/2..1/8 before the same resampler; src/image/pipeline.ts). A request's
+ * `quality` wins; else its key's default; else `exact`.
+ */
+export const IMAGE_QUALITIES = ["exact", "fast"] as const;
+export const ImageQuality = z.enum(IMAGE_QUALITIES);
+export type ImageQuality = z.infer<typeof ImageQuality>;
+export const DEFAULT_QUALITY: ImageQuality = "exact";
 
 /** A rate limit: `limit` requests per `window_s` seconds, as a token bucket (burst = limit). */
 export const RateLimit = z.object({
@@ -72,6 +83,8 @@ export const KeyRecord = z.object({
   rate: RateLimit,
   /** Generation requests per calendar month (UTC); null: no quota. */
   quota: z.number().int().min(1).nullable(),
+  /** The image quality of this key's requests that do not name one (absent in records made before it existed). */
+  quality: ImageQuality.default(DEFAULT_QUALITY),
   created_at: z.string(),
   revoked_at: z.string().nullable(),
   webhook_secret: z.string(),
@@ -85,10 +98,24 @@ export const CreateKeyRequest = z.object({
   /** `60/min` or {limit, window_s}. */
   rate: z.union([z.string(), RateLimit]).optional(),
   quota: z.number().int().min(1).max(1_000_000_000).nullish(),
+  /** The default image quality of the key's requests (default `exact`). */
+  quality: ImageQuality.optional(),
   /** Import a key chosen by the operator (e.g. `npm start`'s QVL_DEV_KEY) instead of generating one. */
   key: z.string().regex(KEY_PATTERN, "must be qvl_ followed by 16–200 characters of [A-Za-z0-9_-]").optional(),
 });
 export type CreateKeyRequest = z.infer<typeof CreateKeyRequest>;
+
+/** What the admin API accepts to change a key's settings (at least one field; `quota: null` removes the quota). */
+export const UpdateKeyRequest = z
+  .object({
+    name: z.string().trim().min(1).max(100).optional(),
+    rate: z.union([z.string(), RateLimit]).optional(),
+    quota: z.number().int().min(1).max(1_000_000_000).nullable().optional(),
+    quality: ImageQuality.optional(),
+  })
+  .strict()
+  .refine((v) => Object.values(v).some((x) => x !== undefined), { message: "name, rate, quota or quality is required" });
+export type UpdateKeyRequest = z.infer<typeof UpdateKeyRequest>;
 
 /** The public view of a record (no hash, no webhook secret). */
 export function publicKey(record: KeyRecord) {
@@ -100,6 +127,7 @@ export function publicKey(record: KeyRecord) {
     scopes: record.scopes,
     rate: formatRate(record.rate),
     quota: record.quota,
+    quality: record.quality,
     created_at: record.created_at,
     revoked_at: record.revoked_at,
   };

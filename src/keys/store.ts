@@ -13,6 +13,7 @@ import type { Env } from "../env";
 import { ApiError } from "../errors";
 import {
   type CreateKeyRequest,
+  DEFAULT_QUALITY,
   DEFAULT_RATE,
   digestsEqual,
   generateKey,
@@ -23,6 +24,7 @@ import {
   parseRate,
   publicKey,
   type RateLimit,
+  type UpdateKeyRequest,
 } from "./keys";
 
 const CACHE_MS = 60_000;
@@ -58,16 +60,16 @@ export interface CreatedKey {
   record: KeyRecord;
 }
 
+/** `60/min` or {limit, window_s} → the rate (400 naming `rate` when the text does not parse). */
+function resolveRate(rate: string | RateLimit): RateLimit {
+  if (typeof rate !== "string") return rate;
+  const parsed = parseRate(rate);
+  if (!parsed) throw new ApiError("invalid_request", `Invalid rate '${rate}': use N/s, N/min, N/hour or N/day.`, { param: "rate" });
+  return parsed;
+}
+
 export async function createKey(env: Env, request: CreateKeyRequest): Promise<CreatedKey> {
-  let rate: RateLimit = DEFAULT_RATE;
-  if (typeof request.rate === "string") {
-    const parsed = parseRate(request.rate);
-    if (!parsed)
-      throw new ApiError("invalid_request", `Invalid rate '${request.rate}': use N/s, N/min, N/hour or N/day.`, { param: "rate" });
-    rate = parsed;
-  } else if (request.rate) {
-    rate = request.rate;
-  }
+  const rate: RateLimit = request.rate ? resolveRate(request.rate) : DEFAULT_RATE;
   const key = request.key ?? generateKey();
   const hash = await hashKey(key);
   const store = kv(env);
@@ -82,6 +84,7 @@ export async function createKey(env: Env, request: CreateKeyRequest): Promise<Cr
     scopes: [...new Set(request.scopes)],
     rate,
     quota: request.quota ?? null,
+    quality: request.quality ?? DEFAULT_QUALITY,
     created_at: new Date().toISOString(),
     revoked_at: null,
     webhook_secret: generateWebhookSecret(),
@@ -99,7 +102,8 @@ export async function listKeys(env: Env): Promise<PublicKey[]> {
   let cursor: string | undefined;
   do {
     const page: KVNamespaceListResult<PublicKey> = await kv(env).list<PublicKey>({ prefix: "id:", cursor });
-    for (const k of page.keys) if (k.metadata) out.push(k.metadata);
+    // Keys made before the quality setting existed carry no `quality` in their metadata: the default.
+    for (const k of page.keys) if (k.metadata) out.push({ ...k.metadata, quality: k.metadata.quality ?? DEFAULT_QUALITY });
     cursor = page.list_complete ? undefined : page.cursor;
   } while (cursor);
   return out.sort((a, b) => b.created_at.localeCompare(a.created_at));
@@ -121,4 +125,22 @@ export async function revokeKeyRecord(env: Env, record: KeyRecord): Promise<KeyR
   await kv(env).put(`id:${record.id}`, record.hash, { metadata: publicKey(revoked) });
   cache.delete(record.hash);
   return revoked;
+}
+
+/**
+ * Changes a key's name, rate, quota or default image quality. Where it is made the change holds from the
+ * next request; other isolates may use their cached record for up to a minute (the record cache).
+ */
+export async function updateKeyRecord(env: Env, record: KeyRecord, update: UpdateKeyRequest): Promise<KeyRecord> {
+  const updated: KeyRecord = {
+    ...record,
+    ...(update.name !== undefined ? { name: update.name } : {}),
+    ...(update.rate !== undefined ? { rate: resolveRate(update.rate) } : {}),
+    ...(update.quota !== undefined ? { quota: update.quota } : {}),
+    ...(update.quality !== undefined ? { quality: update.quality } : {}),
+  };
+  await kv(env).put(`hash:${record.hash}`, JSON.stringify(updated));
+  await kv(env).put(`id:${record.id}`, record.hash, { metadata: publicKey(updated) });
+  cache.delete(record.hash);
+  return updated;
 }

@@ -12,7 +12,7 @@
 import type { Context, MiddlewareHandler } from "hono";
 import type { AppEnv } from "../env";
 import { ApiError } from "../errors";
-import { digestsEqual, hashKey, KEY_PATTERN, type KeyRecord, SCOPES, type Scope } from "../keys/keys";
+import { DEFAULT_QUALITY, digestsEqual, hashKey, type ImageQuality, KEY_PATTERN, type KeyRecord, SCOPES, type Scope } from "../keys/keys";
 import { findKeyByHash } from "../keys/store";
 
 export interface Principal {
@@ -22,6 +22,8 @@ export interface Principal {
   scopes: readonly Scope[];
   /** The root key: every scope, no rate limit, no usage. */
   root: boolean;
+  /** The image quality of requests that do not name one (the key's setting; `exact` for the root key). */
+  quality: ImageQuality;
   record: KeyRecord | null;
 }
 
@@ -66,13 +68,13 @@ export function apiKey(options: ApiKeyOptions = {}): MiddlewareHandler<AppEnv> {
     let principal: Principal | null = null;
     const root = c.env.EDGE_API_KEY;
     if (root && digestsEqual(hash, await rootHash(root))) {
-      principal = { id: "root", name: "root", scopes: SCOPES, root: true, record: null };
+      principal = { id: "root", name: "root", scopes: SCOPES, root: true, quality: DEFAULT_QUALITY, record: null };
     } else {
       if (!KEY_PATTERN.test(token)) throw new ApiError("invalid_api_key", "Invalid API key.");
       const record = await findKeyByHash(c.env, hash);
       if (!record) throw new ApiError("invalid_api_key", "Invalid API key.");
       if (record.revoked_at) throw new ApiError("invalid_api_key", "This API key has been revoked.");
-      principal = { id: record.id, name: record.name, scopes: record.scopes, root: false, record };
+      principal = { id: record.id, name: record.name, scopes: record.scopes, root: false, quality: record.quality, record };
     }
     if (options.scope && !principal.scopes.includes(options.scope)) {
       throw new ApiError("insufficient_scope", `This API key lacks the '${options.scope}' scope this route needs.`);

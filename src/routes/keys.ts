@@ -1,10 +1,11 @@
 /**
  * Key management, for operators (the `admin` scope, or the root key):
  *
- *   POST   /v1/keys       {name, scopes, rate?, quota?, key?} → 201 the key (shown this once), its id,
- *                          webhook secret and settings
+ *   POST   /v1/keys       {name, scopes, rate?, quota?, quality?, key?} → 201 the key (shown this once),
+ *                          its id, webhook secret and settings
  *   GET    /v1/keys       every key's public view (no key, no hash, no secret), newest first
  *   GET    /v1/keys/:id   one key's public view and its usage
+ *   PATCH  /v1/keys/:id   {name?, rate?, quota?, quality?} → the key's public view with the new settings
  *   DELETE /v1/keys/:id   revokes it: refused everywhere from the next request on
  *
  * `npm run keys` (scripts/keys.ts) is the command-line face of these routes.
@@ -12,8 +13,8 @@
 import { Hono } from "hono";
 import type { AppEnv } from "../env";
 import { ApiError } from "../errors";
-import { CreateKeyRequest, formatRate, publicKey } from "../keys/keys";
-import { createKey, getKeyById, listKeys, revokeKeyRecord } from "../keys/store";
+import { CreateKeyRequest, formatRate, publicKey, UpdateKeyRequest } from "../keys/keys";
+import { createKey, getKeyById, listKeys, revokeKeyRecord, updateKeyRecord } from "../keys/store";
 import { apiKey } from "../middleware/api-key";
 import { rateLimit } from "../middleware/rate-limit";
 import { readJsonBody, validate } from "../serving/task-input";
@@ -41,6 +42,14 @@ keys.get("/:id", async (c) => {
   const record = await found(c);
   const report = await c.env.KEY_LIMITER.getByName(record.id).usage(record.rate, record.quota);
   return c.json({ ...publicKey(record), usage: usageBody(report, formatRate(record.rate)) });
+});
+
+keys.patch("/:id", async (c) => {
+  const update = validate(UpdateKeyRequest, await readJsonBody(c));
+  const record = await found(c);
+  if (record.revoked_at)
+    throw new ApiError("invalid_request", `API key ${record.id} is revoked: its settings no longer change.`, { param: "id" });
+  return c.json(publicKey(await updateKeyRecord(c.env, record, update)));
 });
 
 keys.delete("/:id", async (c) => {

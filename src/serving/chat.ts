@@ -1,7 +1,8 @@
 /**
  * POST /v1/chat/completions: OpenAI's shape, so the official client works unchanged. Images come as
  * `image_url` parts (https URL or data URI); `n` > 1 samples the same prompt n times in one node request
- * (one vision pass). Answers go through the caches (./answer.ts).
+ * (one vision pass). `quality` (`exact` | `fast`, not an OpenAI field) chooses the preprocessing of every
+ * image; unset, the key's default. Answers go through the caches (./answer.ts).
  */
 import type { Context } from "hono";
 import { requestCachePolicy } from "../cache/policy";
@@ -9,7 +10,7 @@ import type { AppEnv } from "../env";
 import { chatPrompt } from "../prompt/index";
 import { ChatCompletionFramer, chatCompletionId, collectChatCompletion, relaySse, sseResponse } from "../stream/index";
 import { answer, answerHeaders, usageReporter } from "./answer";
-import { imageContext, prepareImages } from "./images";
+import { imageContext, imageQuality, imageQualityHeaders, prepareImages } from "./images";
 import { resolveModel } from "./model";
 import { ChatCompletionRequest } from "./schemas";
 import { readJsonBody, validate } from "./task-input";
@@ -21,9 +22,12 @@ export async function serveChatCompletion(c: Context<AppEnv>): Promise<Response>
   const config = c.get("config");
   const signal = c.req.raw.signal;
   const policy = requestCachePolicy(c.req.raw.headers);
+  const quality = imageQuality(c, body.quality);
   const images = await prepareImages(
     prompt.images.map((i) => ({ url: i.url })),
     imageContext(c, policy),
+    "apply",
+    quality,
   );
   const n = body.n ?? 1;
   const ans = await answer(c, {
@@ -51,7 +55,7 @@ export async function serveChatCompletion(c: Context<AppEnv>): Promise<Response>
     logprobs: body.logprobs ?? false,
     promptTokens: n > 1 ? ("once" as const) : ("sum" as const),
   };
-  const headers = answerHeaders(c, ans, images);
+  const headers = { ...answerHeaders(c, ans, images), ...imageQualityHeaders(quality, images) };
   if (body.stream) {
     const framer = new ChatCompletionFramer(options);
     const stream = relaySse(ans.events, framer, {

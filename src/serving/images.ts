@@ -3,8 +3,11 @@
  * model sees, through the caches (src/cache/):
  *
  *   URL ──▶ source cache (Cache API, by URL, as long as the origin allows) ──▶ bytes, sha256
- *   bytes ──▶ tensor cache (R2, by sha256 of the bytes + PREPROCESS_VERSION + orientation mode)
+ *   bytes ──▶ tensor cache (R2, by sha256 of the bytes + PREPROCESS_VERSION + orientation mode + quality)
  *         ──▶ miss: fetch-safe bytes → decode → orient → resize → normalize (and store)
+ *
+ * `quality` is `exact` (Pillow-identical) or `fast` (JPEGs decoded at a DCT scale first): the request's
+ * own, else its API key's default, else `exact` (`imageQuality`).
  *
  * What comes back is the tensor's identity (sha256) and the image's size as the user sees it (for
  * mapping boxes back to pixels); the tensor bytes are loaded only when a GPU needs them (`tensor()`), so
@@ -21,6 +24,7 @@ import { getCodecs } from "../image/codecs/worker";
 import { fetchImage } from "../image/fetch";
 import type { OrientationMode } from "../image/orient";
 import { preprocessImage } from "../image/pipeline";
+import { DEFAULT_QUALITY, type ImageQuality } from "../keys/keys";
 import { waitUntil } from "../middleware/rate-limit";
 import { tensorBytes } from "../protocol/index";
 
@@ -34,6 +38,9 @@ export interface PreparedImage {
   sha256: string;
   width: number;
   height: number;
+  /** How it was preprocessed, and the JPEG DCT scale it was decoded at (1: full size). */
+  quality: ImageQuality;
+  dctScale: number;
   /** `lookup`: time spent asking the source and tensor caches. */
   timings: { fetch: number; lookup: number; decode: number; resize: number; normalize: number };
   cache: { source: SourceCacheStatus; tensor: TensorCacheStatus };
@@ -51,6 +58,11 @@ export interface ImageContext {
   admitted?: () => Promise<void>;
   /** Runs CPU-bound preprocessing one at a time (several images of one request). */
   serialize?: <T>(work: () => Promise<T>) => Promise<T>;
+}
+
+/** The image quality of a request: what it asked for, else its API key's default, else `exact`. */
+export function imageQuality(c: Context<AppEnv>, requested: ImageQuality | undefined): ImageQuality {
+  return requested ?? c.get("principal")?.quality ?? DEFAULT_QUALITY;
 }
 
 export function imageContext(c: Context<AppEnv>, policy: CachePolicy = requestCachePolicy(c.req.raw.headers)): ImageContext {
@@ -84,7 +96,12 @@ async function tolerant<T>(promise: Promise<T>, fallback: T): Promise<T> {
   }
 }
 
-export async function prepareImage(source: ImageSource, ctx: ImageContext, orientation: OrientationMode = "apply"): Promise<PreparedImage> {
+export async function prepareImage(
+  source: ImageSource,
+  ctx: ImageContext,
+  orientation: OrientationMode = "apply",
+  quality: ImageQuality = DEFAULT_QUALITY,
+): Promise<PreparedImage> {
   const { config, policy } = ctx;
   const fetchOptions = { maxBytes: config.image.maxBytes, ...config.fetch, signal: ctx.signal };
 
@@ -132,13 +149,13 @@ export async function prepareImage(source: ImageSource, ctx: ImageContext, orien
 
   // 2. The tensor: cached, being computed by an identical request, or computed here.
   const bucket = ctx.env.TENSOR_CACHE;
-  const key = tensorCacheKey(sourceSha, orientation);
+  const key = tensorCacheKey(sourceSha, orientation, quality);
   // Callers have awaited the request's admission (a decode costs).
   const compute = async (): Promise<Computed> => {
     const input = await getBytes();
-    const run = () => preprocessImage(input, getCodecs(), { format: "f16", orientation, limits: config.image });
+    const run = () => preprocessImage(input, getCodecs(), { format: "f16", orientation, quality, limits: config.image });
     const result = await (ctx.serialize ? ctx.serialize(run) : run());
-    const meta = { sha256: result.sha256, width: result.width, height: result.height };
+    const meta: TensorMeta = { sha256: result.sha256, width: result.width, height: result.height, dctScale: result.dctScale };
     if (policy.write && config.cache.tensorMaxAgeS > 0) ctx.waitUntil(storeTensor(bucket, key, result.tensor, meta));
     return {
       tensor: result.tensor,
@@ -148,6 +165,7 @@ export async function prepareImage(source: ImageSource, ctx: ImageContext, orien
   };
   const finish = (computed: Computed, status: TensorCacheStatus): PreparedImage => ({
     ...computed.meta,
+    quality,
     timings: {
       fetch: fetchMs,
       lookup: lookupMs,
@@ -163,6 +181,7 @@ export async function prepareImage(source: ImageSource, ctx: ImageContext, orien
   }
   const fromCache = (cached: TensorMeta): PreparedImage => ({
     ...cached,
+    quality,
     timings: { fetch: fetchMs, lookup: lookupMs, decode: 0, resize: 0, normalize: 0 },
     cache: { source: sourceStatus, tensor: "hit" },
     tensor: async () => (await tolerant(loadTensor(bucket, key, cached, F16_BYTES), null)) ?? (await compute()).tensor,
@@ -204,6 +223,7 @@ export async function prepareImages(
   sources: ImageSource[],
   ctx: ImageContext,
   orientation: OrientationMode = "apply",
+  quality: ImageQuality = DEFAULT_QUALITY,
 ): Promise<PreparedImage[]> {
   let tail: Promise<unknown> = Promise.resolve();
   const serialize = <T>(work: () => Promise<T>): Promise<T> => {
@@ -211,7 +231,7 @@ export async function prepareImages(
     tail = run.catch(() => {});
     return run;
   };
-  return Promise.all(sources.map((s) => prepareImage(s, { ...ctx, serialize }, orientation)));
+  return Promise.all(sources.map((s) => prepareImage(s, { ...ctx, serialize }, orientation, quality)));
 }
 
 /** `Server-Timing` entries for the image work of a request (summed over its images). */
@@ -230,4 +250,15 @@ export function imageServerTiming(images: PreparedImage[]): string[] {
 export function imageCacheDetail(images: PreparedImage[]): string[] {
   if (images.length === 0) return [];
   return [`source=${images.map((i) => i.cache.source).join(",")}`, `tensor=${images.map((i) => i.cache.tensor).join(",")}`];
+}
+
+/**
+ * `x-image-quality` (the request's quality) and `x-image-dct-scale` (the JPEG DCT scale each image was
+ * decoded at: 1 is full size; only `fast` goes below it, and only for JPEGs large enough).
+ */
+export function imageQualityHeaders(quality: ImageQuality, images: PreparedImage[]): Record<string, string> {
+  return {
+    "x-image-quality": quality,
+    ...(images.length ? { "x-image-dct-scale": images.map((i) => String(i.dctScale)).join(",") } : {}),
+  };
 }

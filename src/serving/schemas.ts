@@ -3,6 +3,7 @@
  * grounding). Validation happens first, before any image is fetched or any node is asked.
  */
 import { z } from "zod";
+import { ImageQuality } from "../keys/keys";
 import { ChatMessage } from "../prompt/index";
 import { PROTOCOL_LIMITS } from "../protocol/index";
 
@@ -41,6 +42,8 @@ export const ChatCompletionRequest = z.object({
   logprobs: z.boolean().optional(),
   top_logprobs: z.number().int().min(0).max(5).optional(),
   user: z.string().max(256).optional(),
+  /** Not OpenAI's: how this request's images are preprocessed (default: the key's setting, else `exact`). */
+  quality: ImageQuality.optional(),
   ...SamplingFields,
 });
 export type ChatCompletionRequest = z.infer<typeof ChatCompletionRequest>;
@@ -56,6 +59,8 @@ const TaskFields = {
   image: ImageRef.optional(),
   stream: z.boolean().optional(),
   orientation: z.enum(["apply", "ignore"]).optional(),
+  /** `exact` | `fast` (default: the key's setting, else `exact`). */
+  quality: ImageQuality.optional(),
   ...SamplingFields,
 };
 

@@ -8,7 +8,7 @@ import type { AppEnv } from "../env";
 import { captionPrompt, groundingPrompt, type TaskPrompt, vqaPrompt } from "../prompt/index";
 import { collectTask, relaySse, sseResponse, type Task, TaskFramer } from "../stream/index";
 import { answer, answerHeaders, usageReporter } from "./answer";
-import { imageContext, prepareImage } from "./images";
+import { imageContext, imageQuality, imageQualityHeaders, prepareImage } from "./images";
 import { resolveModel } from "./model";
 import { CaptionRequest, GroundingRequest, VqaRequest } from "./schemas";
 import { readTaskInput } from "./task-input";
@@ -22,7 +22,8 @@ export async function serveTask(c: Context<AppEnv>, task: Task): Promise<Respons
   const config = c.get("config");
   const signal = c.req.raw.signal;
   const policy = requestCachePolicy(c.req.raw.headers);
-  const image = await prepareImage(input.image, imageContext(c, policy), body.orientation ?? "apply");
+  const quality = imageQuality(c, body.quality);
+  const image = await prepareImage(input.image, imageContext(c, policy), body.orientation ?? "apply", quality);
 
   let prompt: TaskPrompt;
   let grounding: ReturnType<typeof groundingPrompt>["grounding"] | undefined;
@@ -47,9 +48,9 @@ export async function serveTask(c: Context<AppEnv>, task: Task): Promise<Respons
     task,
     image: { width: image.width, height: image.height },
     ...(grounding ? { grounding } : {}),
-    meta: { id: `${task}-${c.get("requestId")}`, model, image: { width: image.width, height: image.height } },
+    meta: { id: `${task}-${c.get("requestId")}`, model, image: { width: image.width, height: image.height, quality } },
   };
-  const headers = answerHeaders(c, ans, [image]);
+  const headers = { ...answerHeaders(c, ans, [image]), ...imageQualityHeaders(quality, [image]) };
   if (body.stream) {
     const framer = new TaskFramer(options);
     const stream = relaySse(ans.events, framer, {

@@ -239,7 +239,7 @@ describe("result cache", () => {
 });
 
 describe("tensor cache (R2)", () => {
-  it("keys tensors by sha256 of the source + PREPROCESS_VERSION + orientation; a new question on the same image skips decode", async () => {
+  it("keys tensors by sha256 of the source + PREPROCESS_VERSION + orientation + quality; a new question on the same image skips decode", async () => {
     const image = await fixture("fixtures/coffee.png");
     const item = manifest.find((i) => i.file === "coffee.png")!;
     const question = `What colour is the cup? (${nextSeed()})`;
@@ -247,9 +247,9 @@ describe("tensor cache (R2)", () => {
     expect(first.status).toBe(200);
     await first.json();
     await first.settled();
-    const object = await env.TENSOR_CACHE.get(`tensors/${PREPROCESS_VERSION}/apply/${await sha256Hex(image)}`);
+    const object = await env.TENSOR_CACHE.get(`tensors/${PREPROCESS_VERSION}/apply/exact/${await sha256Hex(image)}`);
     expect(object).not.toBeNull();
-    expect(object!.customMetadata).toMatchObject({ sha256: item.reference_f16_sha256, width: "600", height: "400" });
+    expect(object!.customMetadata).toMatchObject({ sha256: item.reference_f16_sha256, width: "600", height: "400", dct_scale: "1" });
     const bytes = new Uint8Array(await object!.arrayBuffer());
     expect(bytes.byteLength).toBe(3 * 448 * 448 * 2);
     expect(await sha256Hex(bytes)).toBe(item.reference_f16_sha256);
@@ -266,7 +266,7 @@ describe("tensor cache (R2)", () => {
     expect(detail(ignored)).toMatch(/tensor=miss/);
     await ignored.json();
     await ignored.settled();
-    expect(await env.TENSOR_CACHE.head(`tensors/${PREPROCESS_VERSION}/ignore/${await sha256Hex(image)}`)).not.toBeNull();
+    expect(await env.TENSOR_CACHE.head(`tensors/${PREPROCESS_VERSION}/ignore/exact/${await sha256Hex(image)}`)).not.toBeNull();
   });
 });
 

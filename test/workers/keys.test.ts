@@ -25,7 +25,7 @@ describe("key lifecycle", () => {
     expect(created.key).toMatch(/^qvl_[A-Za-z0-9_-]{32}$/);
     expect(created.id).toMatch(/^key_[0-9a-f]{24}$/);
     expect(created.webhook_secret).toMatch(/^whsec_[A-Za-z0-9+/]+=*$/);
-    expect(created).toMatchObject({ scopes: ["caption", "chat"], rate: "100/min", quota: 1000, revoked_at: null });
+    expect(created).toMatchObject({ scopes: ["caption", "chat"], rate: "100/min", quota: 1000, quality: "exact", revoked_at: null });
 
     // Stored by hash; the key itself is nowhere in KV.
     const hash = await hashKey(created.key);
@@ -44,7 +44,7 @@ describe("key lifecycle", () => {
 
     const list = await edge(E, "/v1/keys", { headers: bearer(TOKEN) });
     const listed = ((await list.json()) as { data: Record<string, unknown>[] }).data.find((k) => k.id === created.id);
-    expect(listed).toMatchObject({ id: created.id, name: "lifecycle", prefix: created.key.slice(0, 8), rate: "100/min" });
+    expect(listed).toMatchObject({ id: created.id, name: "lifecycle", prefix: created.key.slice(0, 8), rate: "100/min", quality: "exact" });
     expect(listed).not.toHaveProperty("key");
     expect(listed).not.toHaveProperty("hash");
     expect(listed).not.toHaveProperty("webhook_secret");
@@ -112,6 +112,7 @@ describe("key lifecycle", () => {
       [{ name: "x", scopes: ["chat"], rate: "fast" }, "rate"],
       [{ name: "x", scopes: ["chat"], quota: 0 }, "quota"],
       [{ name: "x", scopes: ["chat"], key: "qvl_short" }, "key"],
+      [{ name: "x", scopes: ["chat"], quality: "turbo" }, "quality"],
     ] as const) {
       const res = await edge(E, "/v1/keys", {
         method: "POST",
