@@ -2,7 +2,9 @@
 # Build src/image/codecs/libjpeg-turbo/libjpeg-turbo.wasm: Debian's libjpeg-turbo 2.1.5 source package
 # (the library Pillow 9.4 links on Debian: libjpeg62-turbo) compiled with emscripten to a standalone
 # WebAssembly module, together with src/image/codecs/libjpeg-turbo/wrapper.c and resample.c (Pillow's
-# bicubic resampler, fed the decoded rows as they come).
+# bicubic resampler, fed the decoded rows as they come), jsimd-wasm.c + simd-kernels.c (WebAssembly SIMD
+# for the islow IDCT, YCbCr -> RGB and fancy upsampling, computing exactly what libjpeg's C code does)
+# and simd-selftest.c (checks those kernels against libjpeg's C code, from a test).
 #
 #   bash scripts/build-libjpeg-wasm.sh           build, write the .wasm and its .sha256
 #   bash scripts/build-libjpeg-wasm.sh --check   rebuild into a temp dir, compare with the committed sha256
@@ -20,7 +22,7 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CODEC_DIR=$REPO/src/image/codecs/libjpeg-turbo
 WASM=$CODEC_DIR/libjpeg-turbo.wasm
 SHA_FILE=$CODEC_DIR/libjpeg-turbo.wasm.sha256
-WRAPPER_SOURCES=(wrapper.c resample.c resample.h)
+WRAPPER_SOURCES=(wrapper.c resample.c resample.h jsimd-wasm.c simd-kernels.c simd-kernels.h simd-selftest.c)
 
 MODE=build
 case "${1:-}" in
@@ -113,6 +115,15 @@ if installed=$(dpkg-query -W -f '${Version}' libjpeg62-turbo 2>/dev/null) && [ "
   log "note: the installed libjpeg62-turbo (Pillow's) is $installed, the source is $DEB_VERSION"
 fi
 
+# --- source patch --------------------------------------------------------------------------------
+# jdhuff.h sizes the Huffman decoder's bit buffer from size_t: 32 bits on wasm32, where 64-bit integers
+# are native. Use the 64-bit buffer libjpeg-turbo already has for the x32 ABI (32-bit pointers, 64-bit
+# registers): fewer refills; the decoded coefficients are the same.
+HUFF_FROM='#elif defined(__x86_64__) \&\& defined(__ILP32__)$'
+HUFF_TO='#elif (defined(__x86_64__) \&\& defined(__ILP32__)) || defined(__wasm__)'
+sed -i "s/^$HUFF_FROM/$HUFF_TO/" "$SRC/jdhuff.h"
+grep -q 'defined(__ILP32__)) || defined(__wasm__)' "$SRC/jdhuff.h" || { log "jdhuff.h: the bit-buffer patch did not apply"; exit 1; }
+
 # --- build ---------------------------------------------------------------------------------------
 export SOURCE_DATE_EPOCH
 SOURCE_DATE_EPOCH=$(dpkg-parsechangelog -l "$SRC/debian/changelog" -S Timestamp)
@@ -140,11 +151,12 @@ log "configuring (emcmake cmake)"
 )
 grep -q '#define JPEG_LIB_VERSION  62' "$BUILD_ROOT/build/jconfig.h" || { log "unexpected JPEG_LIB_VERSION"; exit 1; }
 
-EXPORTS='["_qvl_jpeg_create","_qvl_jpeg_destroy","_qvl_jpeg_info","_qvl_jpeg_error","_qvl_jpeg_error_code","_qvl_jpeg_abort","_qvl_jpeg_open","_qvl_jpeg_start","_qvl_jpeg_read","_qvl_jpeg_finish","_qvl_jpeg_decode_resized","_malloc","_free"]'
+EXPORTS='["_qvl_jpeg_create","_qvl_jpeg_destroy","_qvl_jpeg_info","_qvl_jpeg_error","_qvl_jpeg_error_code","_qvl_jpeg_abort","_qvl_jpeg_open","_qvl_jpeg_start","_qvl_jpeg_read","_qvl_jpeg_finish","_qvl_jpeg_decode_resized","_qvl_simd_selftest","_malloc","_free"]'
 for f in "${WRAPPER_SOURCES[@]}"; do cp "$CODEC_DIR/$f" "$BUILD_ROOT/wrapper/$f"; done
 # Our own C (not libjpeg, which keeps the flags above): resample.c ports Pillow's double-precision
 # coefficient maths, so no FMA contraction (-ffp-contract=off; never -ffast-math); -msimd128 for its
-# integer inner loops (wasm SIMD: Node 20 and workerd run it; integer lanes, so results are exact).
+# integer inner loops and the SIMD kernels (wasm SIMD: Node 20 and workerd run it; integer lanes, so
+# results are exact). Linked before libjpeg.a, jsimd-wasm.o stands in for libjpeg's jsimd_none.o.
 WRAPPER_CFLAGS="$CFLAGS -ffp-contract=off -msimd128"
 OUT=$BUILD_ROOT/out/libjpeg-turbo.wasm
 mkdir -p "$BUILD_ROOT/out"
@@ -155,7 +167,8 @@ log "linking libjpeg-turbo.wasm"
   # no JS invoke_* trampolines are needed and libjpeg errors unwind inside the module.
   emcc $WRAPPER_CFLAGS \
     -I"$SRC" -I"$BUILD_ROOT/build" \
-    wrapper/wrapper.c wrapper/resample.c build/libjpeg.a \
+    wrapper/wrapper.c wrapper/resample.c wrapper/jsimd-wasm.c wrapper/simd-kernels.c wrapper/simd-selftest.c \
+    build/libjpeg.a \
     -sSTANDALONE_WASM=1 --no-entry \
     -sSUPPORT_LONGJMP=wasm \
     -sALLOW_MEMORY_GROWTH=1 \

@@ -75,6 +75,10 @@ export interface DecodedJpeg {
 /** EXIF orientation (1 = as stored), applied as Pillow's `ImageOps.exif_transpose` applies it. */
 export type JpegOrientation = 1 | 2 | 3 | 4 | 5 | 6 | 7 | 8;
 
+/** The decoder kernels that run as WebAssembly SIMD (simd-kernels.c) instead of libjpeg's C code. */
+export const SIMD_KERNELS = ["idct_islow", "ycc_rgb", "fancy_upsample"] as const;
+export type SimdKernel = (typeof SIMD_KERNELS)[number];
+
 export interface JpegResizeOptions {
   /** Applied before resizing; default 1. Orientations 5–8 swap width and height. */
   orientation?: JpegOrientation;
@@ -179,6 +183,11 @@ export interface JpegDecoder {
   abort(): void;
   /** Current size of the wasm memory (it only grows, so this is also the peak). */
   heapBytes(): number;
+  /**
+   * Run the module's check of its WebAssembly SIMD kernels against libjpeg-turbo's C code on `cases`
+   * generated inputs (IDCT blocks, YCbCr rows or upsampling rows); returns how many differed (0 = exact).
+   */
+  simdSelfTest(kernel: SimdKernel, seed: number, cases: number): number;
   /** Free the native decoder; the decoder is unusable afterwards. */
   dispose(): void;
 }
@@ -203,6 +212,7 @@ interface Exports {
   qvl_jpeg_read(dec: number, buf: number, maxRows: number): number;
   qvl_jpeg_finish(dec: number): number;
   qvl_jpeg_decode_resized(dec: number, orientation: number, outWidth: number, outHeight: number, scaleDenom: number): number;
+  qvl_simd_selftest(kernel: number, seed: number, cases: number): number;
 }
 
 interface WasmApi {
@@ -296,6 +306,12 @@ class LibjpegDecoder implements JpegDecoder {
 
   heapBytes(): number {
     return this.#x.memory.buffer.byteLength;
+  }
+
+  simdSelfTest(kernel: SimdKernel, seed: number, cases: number): number {
+    const index = SIMD_KERNELS.indexOf(kernel);
+    if (index < 0 || !Number.isInteger(cases) || cases < 0) throw new RangeError("simdSelfTest: bad kernel or case count");
+    return this.#x.qvl_simd_selftest(index, seed >>> 0, cases);
   }
 
   open(bytes: Uint8Array): JpegHeader {
