@@ -10,7 +10,7 @@
 import { ApiError } from "../errors";
 import { decodeGif } from "./codecs/gif";
 import type { Codecs } from "./codecs/index";
-import { JpegDecodeError, type JpegDecoder, type JpegScaleDenom, pillowDraftScale } from "./codecs/libjpeg-turbo/index";
+import { fastDctScale, JpegDecodeError, type JpegDecoder, type JpegScaleDenom } from "./codecs/libjpeg-turbo/index";
 import type { Orientation } from "./exif";
 import type { MemoryMeter } from "./memory";
 import type { RgbPixels } from "./pixels";
@@ -146,7 +146,7 @@ export async function decodeJpegResized(
     // draft() works on the stored image: with orientations 5-8 the request's sides swap, which is the
     // same request for a square output (the only one the pipeline makes).
     const [reqW, reqH] = orientation >= 5 ? [outHeight, outWidth] : [outWidth, outHeight];
-    const scaleDenom = quality === "fast" ? pillowDraftScale(header.width, header.height, reqW, reqH) : 1;
+    const scaleDenom = quality === "fast" ? fastDctScale(header.width, header.height, reqW, reqH) : 1;
     const out = decoder.readResized({ orientation, outWidth, outHeight, scaleDenom });
     meter.alloc(out.data.byteLength);
     const transposed = orientation >= 5;

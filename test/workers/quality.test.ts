@@ -98,16 +98,16 @@ describe("a key's default quality, and a request's own", () => {
   let fast: { sha: string; scale: string };
 
   beforeAll(async () => {
-    image = await fixture("fixtures/dune_1.8mp.jpg"); // 1680×1050: fast decodes it at 1/2
+    image = await fixture("fixtures/sunset_12mp_prog.jpg"); // 4272×2848: fast decodes it at 1/4
     exact = await tensorSha(image, "exact");
     fast = await tensorSha(image, "fast");
   });
 
-  it("the two tensors differ: exact is Pillow's reference, fast is the 1/2-scale decode", () => {
-    const item = manifest.find((i) => i.file === "dune_1.8mp.jpg")!;
+  it("the two tensors differ: exact is Pillow's reference, fast is the 1/4-scale decode", () => {
+    const item = manifest.find((i) => i.file === "sunset_12mp_prog.jpg")!;
     expect(exact.sha).toBe(item.reference_f16_sha256);
     expect(exact.scale).toBe("1");
-    expect(fast.scale).toBe("2");
+    expect(fast.scale).toBe("4");
     expect(fast.sha).not.toBe(exact.sha);
   });
 
@@ -121,10 +121,10 @@ describe("a key's default quality, and a request's own", () => {
     // Captions, raw body.
     const caption = await raw(made.key, `/v1/captions?seed=${nextSeed()}`, image);
     expect(caption.headers.get("x-image-quality")).toBe("fast");
-    expect(caption.headers.get("x-image-dct-scale")).toBe("2");
+    expect(caption.headers.get("x-image-dct-scale")).toBe("4");
     const captionBody = (await caption.json()) as { caption: string; image: unknown };
     expect(shaSeen(captionBody.caption)).toBe(fast.sha);
-    expect(captionBody.image).toEqual({ width: 1680, height: 1050, quality: "fast" });
+    expect(captionBody.image).toEqual({ width: 4272, height: 2848, quality: "fast" });
 
     // VQA, JSON with a data URI.
     const vqa = await json(made.key, "/v1/vqa", { image: dataUri(image), question: `What is it? ${nextSeed()}` });
@@ -132,7 +132,7 @@ describe("a key's default quality, and a request's own", () => {
     expect(shaSeen(await taskText(vqa))).toBe(fast.sha);
 
     // Grounding, multipart.
-    const grounding = await multipart(made.key, "/v1/grounding", image, { expression: `the dune ${nextSeed()}` });
+    const grounding = await multipart(made.key, "/v1/grounding", image, { expression: `the sunset ${nextSeed()}` });
     expect(grounding.headers.get("x-image-quality")).toBe("fast");
     expect(shaSeen(await taskText(grounding))).toBe(fast.sha);
 
@@ -151,7 +151,7 @@ describe("a key's default quality, and a request's own", () => {
     });
     expect(chat.status).toBe(200);
     expect(chat.headers.get("x-image-quality")).toBe("fast");
-    expect(chat.headers.get("x-image-dct-scale")).toBe("2");
+    expect(chat.headers.get("x-image-dct-scale")).toBe("4");
     const completion = (await chat.json()) as { object: string; choices: Array<{ message: { content: string } }> };
     expect(completion.object).toBe("chat.completion");
     expect(shaSeen(completion.choices[0].message.content)).toBe(fast.sha);
@@ -253,7 +253,7 @@ describe("a key's default quality, and a request's own", () => {
 
 describe("caches keep the qualities apart", () => {
   it("exact and fast requests for one image use two tensor-cache objects and two result-cache entries", async () => {
-    const image = await fixture("fixtures/gray.jpg"); // 1680×1050 grayscale: fast decodes it at 1/2
+    const image = await fixture("fixtures/exif_rot6_4032x3024.jpg"); // 4032×3024: fast decodes it at 1/4
     const src = await sha256Hex(image);
     const exact = await tensorSha(image, "exact");
     const fast = await tensorSha(image, "fast");
@@ -279,7 +279,7 @@ describe("caches keep the qualities apart", () => {
     expect(detail(f1.res)).toBe("result=miss; source=none; tensor=miss");
     expect(f1.sha).toBe(fast.sha);
     const fastObject = await env.TENSOR_CACHE.get(`tensors/${PREPROCESS_VERSION}/apply/fast/${src}`);
-    expect(fastObject?.customMetadata).toMatchObject({ sha256: fast.sha, dct_scale: "2" });
+    expect(fastObject?.customMetadata).toMatchObject({ sha256: fast.sha, dct_scale: "4" });
     expect(await sha256Hex(await fastObject!.arrayBuffer())).toBe(fast.sha);
     // The exact object is still the exact tensor.
     const exactBytes = await env.TENSOR_CACHE.get(`tensors/${PREPROCESS_VERSION}/apply/exact/${src}`);
@@ -318,7 +318,7 @@ describe("caches keep the qualities apart", () => {
   });
 
   it("exact and fast requests in flight at the same time are not coalesced into one answer", async () => {
-    const image = await fixture("fixtures/cmyk.jpg"); // 1680×1050 CMYK: fast decodes it at 1/2
+    const image = await fixture("fixtures/kleiber_20mp.jpg"); // 6028×3391: fast decodes it at 1/4
     const seed = nextSeed();
     const [a, b] = await Promise.all(
       (["exact", "fast"] as const).map((quality) => raw(TOKEN, `/v1/captions?seed=${seed}&quality=${quality}&stream=true`, image)),
