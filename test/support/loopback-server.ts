@@ -8,6 +8,7 @@
  * Routes:
  *   /fixtures/<name>    a file from test/fixtures/images (404 when missing)
  *   /bad/<name>         a file from test/fixtures/bad
+ *   /generated/photo_48mp_baseline.jpg   a 48 MP baseline JPEG made from a fixture (scripts/lib/big-photo.ts)
  *   /bytes/<n>          n bytes, chunked, no Content-Length
  *   /lying-length       announces Content-Length: 10, then sends 2 MB (chunked framing wins, RFC 9112 §6.3)
  *   /slow-headers       waits 3 s before the headers
@@ -21,6 +22,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo, Socket } from "node:net";
 import type {} from "vitest";
 import type { TestProject } from "vitest/node";
+import { BIG_PHOTO, makeBigPhoto } from "../../scripts/lib/big-photo";
 
 declare module "vitest" {
   export interface ProvidedContext {
@@ -49,6 +51,7 @@ type Handler = (req: IncomingMessage, res: ServerResponse, match: RegExpMatchArr
 
 const ROUTES: Array<[RegExp, Handler]> = [
   [/^\/(fixtures|bad)\/([A-Za-z0-9._-]+)$/, serveFixture],
+  [/^\/generated\/([A-Za-z0-9._-]+)$/, serveGenerated],
   [/^\/bytes\/(\d+)$/, serveBytes],
   [/^\/lying-length$/, serveLyingLength],
   [/^\/slow-headers$/, serveSlowHeaders],
@@ -120,6 +123,16 @@ async function serveFixture(_req: IncomingMessage, res: ServerResponse, match: R
     "content-type": CONTENT_TYPES[ext] ?? "application/octet-stream",
     "content-length": String(body.length),
   });
+  res.end(body);
+}
+
+async function serveGenerated(_req: IncomingMessage, res: ServerResponse, match: RegExpMatchArray): Promise<void> {
+  if (match[1] !== BIG_PHOTO.name) {
+    text(res, 404, "not found");
+    return;
+  }
+  const body = await makeBigPhoto();
+  res.writeHead(200, { "content-type": "image/jpeg", "content-length": String(body.length) });
   res.end(body);
 }
 
