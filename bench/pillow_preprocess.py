@@ -1,7 +1,8 @@
 """Pillow's side of `npm run bench:preprocess`: Qwen-VL's reference preprocessing, timed.
 
-usage: /usr/bin/python3 bench/pillow_preprocess.py FILE RUNS
-Prints one JSON line: {"median_ms", "times_ms", "peak_rss_growth_bytes", "sha256"}.
+usage: /usr/bin/python3 bench/pillow_preprocess.py FILE RUNS [RGB_OUT]
+Prints one JSON line: {"median_ms", "times_ms", "peak_rss_growth_bytes", "sha256"}. With RGB_OUT, also
+writes the 448x448x3 uint8 image there (the reference for files without a fixture .rgb).
 One process per file, so peak RSS growth is this file's alone.
 """
 import hashlib
@@ -19,8 +20,9 @@ STD = np.array([0.26862954, 0.26130258, 0.27577711], dtype=np.float32).reshape(3
 
 def preprocess(path):
     im = Image.open(path).convert("RGB").resize((448, 448), Image.BICUBIC)
-    x = np.asarray(im, dtype=np.uint8).transpose(2, 0, 1).astype(np.float32) / np.float32(255)
-    return ((x - MEAN) / STD).astype(np.float16)
+    rgb = np.asarray(im, dtype=np.uint8)
+    x = rgb.transpose(2, 0, 1).astype(np.float32) / np.float32(255)
+    return ((x - MEAN) / STD).astype(np.float16), rgb
 
 
 def status_kib(field):
@@ -47,8 +49,11 @@ def main():
     tensor = None
     for _ in range(runs):
         t = time.perf_counter()
-        tensor = preprocess(path)
+        tensor, rgb = preprocess(path)
         times.append((time.perf_counter() - t) * 1000)
+    if len(sys.argv) > 3:
+        with open(sys.argv[3], "wb") as f:
+            f.write(rgb.tobytes())
     print(json.dumps({
         "median_ms": statistics.median(times),
         "times_ms": times,

@@ -1,24 +1,34 @@
 /**
- * `npm run bench:preprocess`: per fixture image, our pipeline inside workerd (the built Worker served
- * by workerd through Miniflare, timed by the client around POST /v1/tensors?format=f16), Pillow
- * (Qwen-VL's reference: `/usr/bin/python3` with Debian's python3-pil) and sharp (libvips, native,
- * not exact), side by side in one run. Writes docs/benchmarks.md (the preprocessing section) and
- * docs/benchmarks.json.
- *
+ * `npm run bench:preprocess`: per fixture image (and a 48 MP baseline JPEG made from one, see
+ * scripts/lib/big-photo.ts), side by side in one run:
+ *   - ours inside workerd: the built Worker served by workerd through Miniflare; the pipeline's own time
+ *     (`server-timing`: decode + resize + normalize) and the client's wall time around POST /v1/tensors;
+ *   - ours in Node: the same wasm and JS, in-process (scripts/lib/node-codecs.ts);
+ *   - the previous decoder: @jsquash/jpeg (MozJPEG, whole image to RGBA) + our JS Pillow resampler, in Node;
+ *   - Pillow (Qwen-VL's reference: `/usr/bin/python3` with Debian's python3-pil), in-process;
+ *   - sharp (libvips, native, not exact), for scale.
  * Every path computes the full f16 tensor with EXIF orientation ignored (the reference's semantics).
- * JPEG rows also time fast mode (`quality=fast`: DCT-scaled decode at Pillow's `draft()` scale, same
- * resampler) and give its PSNR / max |Δ| against Pillow's exact uint8 image.
+ * JPEG rows also time fast mode (`quality=fast`) and give its PSNR / max |Δ| against Pillow's exact uint8
+ * image. Writes docs/benchmarks.md (the preprocessing section) and docs/benchmarks.json.
  * Env: BENCH_RUNS (default 7, median reported), BENCH_ONLY (substring filter on file names).
  */
 import { execFileSync, spawnSync } from "node:child_process";
-import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { createRequire } from "node:module";
 import { cpus } from "node:os";
 import { fileURLToPath } from "node:url";
+import decodeMozjpeg, { init as initMozjpeg } from "@jsquash/jpeg/decode.js";
 import { Miniflare } from "miniflare";
 import sharp from "sharp";
+import { BIG_PHOTO, makeBigPhoto } from "../scripts/lib/big-photo";
+import { createNodeCodecs } from "../scripts/lib/node-codecs";
+import type { Codecs } from "../src/image/codecs/index";
 import { float16Bytes, normalizeToFloat16 } from "../src/image/normalize";
-import { sha256Hex } from "../src/image/pipeline";
+import { orientedView } from "../src/image/orient";
+import { preprocessImage, sha256Hex } from "../src/image/pipeline";
+import { resizeBicubic } from "../src/image/resize";
 
+const require = createRequire(import.meta.url);
 const root = fileURLToPath(new URL("..", import.meta.url));
 const images = `${root}test/fixtures/images/`;
 const RUNS = Number(process.env.BENCH_RUNS ?? 7);
@@ -33,18 +43,33 @@ interface Item {
   width: number;
   height: number;
   kind: string;
+  /** Pillow's f16 sha256 (from the manifest; for the generated photo, from this run's Pillow). */
   reference_f16_sha256: string;
+  progressive?: boolean;
 }
 
 interface Row {
   file: string;
   megapixels: number;
   bytes: number;
-  ours: { median_ms: number; peak_bytes: number; exact: boolean; server_timing: string };
+  progressive: boolean;
+  /** In workerd: `in_worker_ms` is the pipeline's own time (server-timing), `median_ms` the client's wall time. */
+  ours: { median_ms: number; in_worker_ms: number; peak_bytes: number; exact: boolean; server_timing: string };
+  /** The same code in Node, in-process. */
+  node: { median_ms: number; exact: boolean };
+  /** @jsquash/jpeg + the JS resampler in Node (JPEG only); error when it cannot decode the file. */
+  previous: { median_ms: number; pixels_bytes: number; exact: boolean } | { error: string } | null;
   pillow: { median_ms: number; peak_rss_growth_bytes: number } | null;
   sharp: { median_ms: number; max_abs_diff_u8: number } | null;
   /** quality=fast (JPEG only). */
-  fast: { median_ms: number; dct_scale: number; psnr_db: number; max_abs_diff_u8: number } | null;
+  fast: {
+    median_ms: number;
+    in_worker_ms: number;
+    node_ms: number;
+    dct_scale: number;
+    psnr_db: number;
+    max_abs_diff_u8: number;
+  } | null;
 }
 
 const median = (xs: number[]) => {
@@ -73,22 +98,34 @@ async function postTensor(origin: string, item: Item, bytes: Uint8Array, query: 
   return { res, body };
 }
 
+/** decode + resize + normalize from a `server-timing` header (the pipeline's steps; not auth or fetch). */
+function pipelineMs(serverTiming: string): number {
+  let sum = 0;
+  for (const m of serverTiming.matchAll(/(decode|resize|normalize);dur=([\d.]+)/g)) sum += Number(m[2]);
+  return sum;
+}
+
 async function timeTensor(origin: string, item: Item, bytes: Uint8Array, query: string) {
   const times: number[] = [];
+  const inWorker: number[] = [];
   let last: Awaited<ReturnType<typeof postTensor>> | undefined;
   for (let i = 0; i < WARMUP + RUNS; i++) {
     const t = performance.now();
     last = await postTensor(origin, item, bytes, query);
-    if (i >= WARMUP) times.push(performance.now() - t);
+    if (i >= WARMUP) {
+      times.push(performance.now() - t);
+      inWorker.push(pipelineMs(last.res.headers.get("server-timing") ?? ""));
+    }
   }
-  return { times, res: last!.res, body: last!.body };
+  return { times, inWorker, res: last!.res, body: last!.body };
 }
 
 async function benchOurs(mf: Miniflare, origin: string, item: Item, bytes: Uint8Array): Promise<Row["ours"]> {
-  const { times, res, body } = await timeTensor(origin, item, bytes, "format=f16&orientation=ignore");
+  const { times, inWorker, res, body } = await timeTensor(origin, item, bytes, "format=f16&orientation=ignore");
   void mf;
   return {
     median_ms: median(times),
+    in_worker_ms: median(inWorker),
     peak_bytes: Number(res!.headers.get("x-peak-bytes")),
     exact: (await sha256Hex(new Uint8Array(body))) === item.reference_f16_sha256,
     server_timing: res!.headers.get("server-timing") ?? "",
@@ -96,12 +133,13 @@ async function benchOurs(mf: Miniflare, origin: string, item: Item, bytes: Uint8
 }
 
 /** Fast mode (JPEG only): timed like ours (f16), PSNR and max |Δ| of its uint8 image against Pillow's exact one. */
-async function benchFast(origin: string, item: Item, file: string, bytes: Uint8Array): Promise<Row["fast"]> {
+async function benchFast(origin: string, codecs: Codecs, item: Item, referencePath: string, bytes: Uint8Array): Promise<Row["fast"]> {
   if (item.format !== "JPEG") return null;
-  const { times } = await timeTensor(origin, item, bytes, "format=f16&orientation=ignore&quality=fast");
+  const { times, inWorker } = await timeTensor(origin, item, bytes, "format=f16&orientation=ignore&quality=fast");
+  const node = await timeNode(codecs, bytes, "fast");
   const { res, body } = await postTensor(origin, item, bytes, "format=u8&orientation=ignore&quality=fast");
   const rgb = new Uint8Array(body);
-  const reference = readFileSync(`${file}.rgb`);
+  const reference = readFileSync(referencePath);
   let sse = 0;
   let maxDiff = 0;
   for (let j = 0; j < rgb.length; j++) {
@@ -112,30 +150,83 @@ async function benchFast(origin: string, item: Item, file: string, bytes: Uint8A
   const mse = sse / rgb.length;
   return {
     median_ms: median(times),
+    in_worker_ms: median(inWorker),
+    node_ms: node.median_ms,
     dct_scale: Number(res.headers.get("x-dct-scale")),
     psnr_db: mse === 0 ? Number.POSITIVE_INFINITY : 10 * Math.log10((255 * 255) / mse),
     max_abs_diff_u8: maxDiff,
   };
 }
 
-function benchPillow(file: string): Row["pillow"] {
+/** Our pipeline in Node, in-process: the same wasm and JS as the Worker. */
+async function timeNode(codecs: Codecs, bytes: Uint8Array, quality: "exact" | "fast") {
+  const times: number[] = [];
+  let sha = "";
+  for (let i = 0; i < WARMUP + RUNS; i++) {
+    const t = performance.now();
+    const out = await preprocessImage(bytes, codecs, { format: "f16", orientation: "ignore", quality });
+    if (i >= WARMUP) times.push(performance.now() - t);
+    sha = out.sha256;
+  }
+  return { median_ms: median(times), sha };
+}
+
+async function benchNode(codecs: Codecs, item: Item, bytes: Uint8Array): Promise<Row["node"]> {
+  const { median_ms, sha } = await timeNode(codecs, bytes, "exact");
+  return { median_ms, exact: sha === item.reference_f16_sha256 };
+}
+
+let mozjpegReady: Promise<void> | undefined;
+
+/** The previous JPEG path: MozJPEG (@jsquash/jpeg) decodes the whole image to RGBA, then the JS resampler. */
+async function benchPrevious(item: Item, bytes: Uint8Array): Promise<Row["previous"]> {
+  if (item.format !== "JPEG") return null;
+  mozjpegReady ??= WebAssembly.compile(readFileSync(require.resolve("@jsquash/jpeg/codec/dec/mozjpeg_dec.wasm"))).then((module) =>
+    initMozjpeg(module),
+  );
+  await mozjpegReady;
+  const times: number[] = [];
+  let sha = "";
+  let pixels = 0;
+  try {
+    for (let i = 0; i < WARMUP + RUNS; i++) {
+      const t = performance.now();
+      const image = await decodeMozjpeg(bytes.slice().buffer as ArrayBuffer);
+      const data = new Uint8Array(image.data.buffer, image.data.byteOffset, image.data.byteLength);
+      const rgb = resizeBicubic(
+        { width: image.width, height: image.height, data, stride: 4, gray: false },
+        orientedView(image.width, image.height, 1),
+      );
+      const tensor = float16Bytes(normalizeToFloat16(rgb, 448, 448));
+      if (i >= WARMUP) times.push(performance.now() - t);
+      pixels = data.byteLength;
+      if (i === 0) sha = await sha256Hex(tensor);
+    }
+  } catch (err) {
+    return { error: err instanceof Error ? err.message : String(err) };
+  }
+  return { median_ms: median(times), pixels_bytes: pixels, exact: sha === item.reference_f16_sha256 };
+}
+
+function benchPillow(file: string, rgbOut?: string): (NonNullable<Row["pillow"]> & { sha256: string }) | null {
   if (!existsSync(PYTHON)) return null;
-  const r = spawnSync(PYTHON, [`${root}bench/pillow_preprocess.py`, file, String(RUNS + WARMUP)], { encoding: "utf8" });
+  const args = [`${root}bench/pillow_preprocess.py`, file, String(RUNS + WARMUP), ...(rgbOut ? [rgbOut] : [])];
+  const r = spawnSync(PYTHON, args, { encoding: "utf8" });
   if (r.status !== 0) {
     if (/No module named/.test(r.stderr)) return null;
     throw new Error(`pillow failed on ${file}: ${r.stderr}`);
   }
-  const out = JSON.parse(r.stdout) as { times_ms: number[]; peak_rss_growth_bytes: number };
-  return { median_ms: median(out.times_ms.slice(WARMUP)), peak_rss_growth_bytes: out.peak_rss_growth_bytes };
+  const out = JSON.parse(r.stdout) as { times_ms: number[]; peak_rss_growth_bytes: number; sha256: string };
+  return { median_ms: median(out.times_ms.slice(WARMUP)), peak_rss_growth_bytes: out.peak_rss_growth_bytes, sha256: out.sha256 };
 }
 
-async function benchSharp(file: string, bytes: Uint8Array): Promise<Row["sharp"]> {
-  const reference = readFileSync(`${file}.rgb`);
+async function benchSharp(referencePath: string, bytes: Uint8Array): Promise<Row["sharp"]> {
+  const reference = readFileSync(referencePath);
   const times: number[] = [];
   let maxDiff = 0;
   for (let i = 0; i < WARMUP + RUNS; i++) {
     const t = performance.now();
-    const { data } = await sharp(bytes, { limitInputPixels: 50_000_000 })
+    const { data } = await sharp(bytes, { limitInputPixels: 60_000_000 })
       .resize(448, 448, { fit: "fill", kernel: "cubic" })
       .removeAlpha()
       .toColourspace("srgb")
@@ -151,6 +242,64 @@ async function benchSharp(file: string, bytes: Uint8Array): Promise<Row["sharp"]
 
 const mib = (b: number) => (b / 2 ** 20).toFixed(1);
 const ms = (x: number) => x.toFixed(0);
+const ratio = (a: number, b: number | undefined) => (b ? (a / b).toFixed(2) : "—");
+const BIG_MP = 8;
+
+interface GoalLine {
+  goal: string;
+  met: boolean;
+  detail: string;
+}
+
+/** The issue's goals (issue 5), judged on the pipeline's own time in workerd and, for reference, in Node. */
+function goals(rows: Row[]): GoalLine[] {
+  const out: GoalLine[] = [];
+  const big = rows.filter((r) => r.megapixels >= BIG_MP && r.pillow && r.file.endsWith(".jpg"));
+  const judge = (goal: string, list: Row[], value: (r: Row) => number | null, limit: number) => {
+    const parts = list.map((r) => ({ r, v: value(r) })).filter((x): x is { r: Row; v: number } => x.v !== null);
+    if (!parts.length) return;
+    out.push({
+      goal,
+      met: parts.every((x) => x.v <= limit),
+      detail: parts.map((x) => `${x.r.file} ${x.v.toFixed(2)}`).join(", "),
+    });
+  };
+  judge("exact ≤ 0.5× Pillow on every photo ≥ 8 MP (workerd, pipeline time)", big, (r) => r.ours.in_worker_ms / r.pillow!.median_ms, 0.5);
+  judge("exact ≤ 0.5× Pillow on every photo ≥ 8 MP (Node, same code)", big, (r) => r.node.median_ms / r.pillow!.median_ms, 0.5);
+  const fastRows = rows.filter((r) => r.fast && r.pillow && r.fast.dct_scale > 1);
+  judge(
+    "fast ≤ 0.1× Pillow on baseline JPEGs (workerd, pipeline time)",
+    fastRows.filter((r) => !r.progressive),
+    (r) => r.fast!.in_worker_ms / r.pillow!.median_ms,
+    0.1,
+  );
+  judge(
+    "fast ≤ 0.25× Pillow on progressive JPEGs (workerd, pipeline time)",
+    fastRows.filter((r) => r.progressive),
+    (r) => r.fast!.in_worker_ms / r.pillow!.median_ms,
+    0.25,
+  );
+  judge(
+    "fast ≤ 0.1× Pillow on baseline JPEGs (Node, same code)",
+    fastRows.filter((r) => !r.progressive),
+    (r) => r.fast!.node_ms / r.pillow!.median_ms,
+    0.1,
+  );
+  judge(
+    "fast ≤ 0.25× Pillow on progressive JPEGs (Node, same code)",
+    fastRows.filter((r) => r.progressive),
+    (r) => r.fast!.node_ms / r.pillow!.median_ms,
+    0.25,
+  );
+  judge(
+    "fast PSNR ≥ 40 dB against exact (every JPEG; shown as 40 / PSNR)",
+    rows.filter((r) => r.fast),
+    (r) => (Number.isFinite(r.fast!.psnr_db) ? 40 / r.fast!.psnr_db : 0),
+    1,
+  );
+  judge("peak ≤ 64 MB for every accepted photo (MiB / 61.04)", rows, (r) => r.ours.peak_bytes / 64e6, 1);
+  return out;
+}
 
 function renderMarkdown(rows: Row[], meta: Record<string, string>): string {
   const lines = [
@@ -158,31 +307,56 @@ function renderMarkdown(rows: Row[], meta: Record<string, string>): string {
     "## Preprocessing: image → Qwen-VL's 3×448×448 float16 tensor",
     "",
     `Command: \`npm run bench:preprocess\` (${meta.runs} timed runs after ${WARMUP} warm-up runs, medians; ${meta.date}).`,
-    `Machine: ${meta.cpu}, ${meta.cores} cores; Node ${meta.node}; Pillow ${meta.pillow}; sharp ${meta.sharp}.`,
+    `Machine: ${meta.cpu}, ${meta.cores} cores, load average ${meta.load} at the start; Node ${meta.node}; Pillow ${meta.pillow}; sharp ${meta.sharp}; libjpeg-turbo.wasm ${meta.wasm}.`,
     "",
-    "- **ours**: the built Worker inside workerd (Miniflare), wall time of `POST /v1/tensors?format=f16&orientation=ignore`",
-    "  from a client on loopback (upload, decode, resize, normalize, 1.2 MB response). Peak = wasm heap + pixel buffers (`x-peak-bytes`).",
+    "- **ours, workerd**: the built Worker inside workerd (Miniflare), `POST /v1/tensors?format=f16&orientation=ignore`.",
+    "  *pipeline* = the Worker's own `server-timing` (decode + resize + normalize, what Pillow's figure also covers);",
+    "  *wall* = the client's time on loopback (adds the upload, the request and the 1.2 MB response). Peak = wasm heap + pixel buffers (`x-peak-bytes`).",
+    "- **ours, Node**: the same wasm and JS in-process in Node (`scripts/lib/node-codecs.ts`): what the code costs without workerd.",
+    "- **previous**: the JPEG decoder before libjpeg-turbo.wasm, @jsquash/jpeg (MozJPEG, whole image to RGBA), then the JS",
+    "  Pillow resampler, in Node; *pixels* = the RGBA image it holds at once.",
     "- **Pillow**: Qwen-VL's reference `Image.open().convert('RGB').resize((448,448), BICUBIC)` + numpy float32 normalize → float16,",
     "  in-process time; peak = growth of the process's max RSS.",
     "- **sharp**: libvips `resize(448, 448, {fit: 'fill', kernel: 'cubic'})` + the same normalization; not Pillow-exact",
     "  (max |Δ| against Pillow's uint8 image shown), for scale.",
-    "- **fast** (JPEG only): ours with `quality=fast` (libjpeg DCT-scaled decode at the 1/N Pillow's `draft()` picks for 448×448,",
-    "  then the same resampler); PSNR and max |Δ| of its uint8 image against Pillow's exact one.",
+    `- **${BIG_PHOTO.name}**: ${BIG_PHOTO.source} upscaled to ${BIG_PHOTO.width}×${BIG_PHOTO.height} by sharp and saved as a baseline JPEG (scripts/lib/big-photo.ts);`,
+    "  its reference is this run's Pillow output.",
     "",
-    "| image | MP | ours ms | Pillow ms | ours / Pillow | sharp ms | ours / sharp | ours peak MiB | Pillow peak MiB | exact | sharp max Δ | fast ms | fast / Pillow | fast 1/N | fast PSNR dB | fast max Δ |",
-    "|---|---:|---:|---:|---:|---:|---:|---:|---:|:---:|---:|---:|---:|---:|---:|---:|",
+    "| image | MP | ours workerd pipeline ms | ours workerd wall ms | ours Node ms | previous ms (pixels MiB) | Pillow ms | pipeline / Pillow | Node / Pillow | sharp ms | ours peak MiB | Pillow peak MiB | exact |",
+    "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|:---:|",
   ];
   for (const r of rows) {
     const p = r.pillow;
-    const s = r.sharp;
-    const f = r.fast;
-    const fast = f
-      ? `${ms(f.median_ms)} | ${p ? (f.median_ms / p.median_ms).toFixed(2) : "—"} | ${f.dct_scale} | ${Number.isFinite(f.psnr_db) ? f.psnr_db.toFixed(1) : "∞ (exact)"} | ${f.max_abs_diff_u8}`
-      : "— | — | — | — | —";
+    const prev = r.previous;
+    const previous = !prev
+      ? "—"
+      : "error" in prev
+        ? "cannot decode"
+        : `${ms(prev.median_ms)} (${mib(prev.pixels_bytes)})${prev.exact ? "" : " not exact"}`;
+    const exact = r.ours.exact && r.node.exact ? "yes" : "**NO**";
     lines.push(
-      `| ${r.file} | ${r.megapixels.toFixed(1)} | ${ms(r.ours.median_ms)} | ${p ? ms(p.median_ms) : "—"} | ${p ? (r.ours.median_ms / p.median_ms).toFixed(2) : "—"} | ${s ? ms(s.median_ms) : "—"} | ${s ? (r.ours.median_ms / s.median_ms).toFixed(1) : "—"} | ${mib(r.ours.peak_bytes)} | ${p ? mib(p.peak_rss_growth_bytes) : "—"} | ${r.ours.exact ? "yes" : "**NO**"} | ${s ? s.max_abs_diff_u8 : "—"} | ${fast} |`,
+      `| ${r.file} | ${r.megapixels.toFixed(1)} | ${ms(r.ours.in_worker_ms)} | ${ms(r.ours.median_ms)} | ${ms(r.node.median_ms)} | ${previous} | ${p ? ms(p.median_ms) : "—"} | ${ratio(r.ours.in_worker_ms, p?.median_ms)} | ${ratio(r.node.median_ms, p?.median_ms)} | ${r.sharp ? ms(r.sharp.median_ms) : "—"} | ${mib(r.ours.peak_bytes)} | ${p ? mib(p.peak_rss_growth_bytes) : "—"} | ${exact} |`,
     );
   }
+  lines.push(
+    "",
+    "**Fast mode** (`quality=fast`, JPEG only): libjpeg's DCT-scaled decode at 1/N, N = the scale Pillow's `draft()` picks when asked",
+    "for 672×672 (1.5 × 448: the bicubic resampler keeps at least the last 1.5× of the reduction), then the same resampler.",
+    "PSNR and max |Δ| of its uint8 image against Pillow's exact one; ratios against Pillow's exact time.",
+    "",
+    "| image | progressive | 1/N | fast workerd pipeline ms | fast workerd wall ms | fast Node ms | Pillow ms | pipeline / Pillow | Node / Pillow | PSNR dB | max Δ |",
+    "|---|:---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+  );
+  for (const r of rows) {
+    const f = r.fast;
+    if (!f) continue;
+    const p = r.pillow;
+    lines.push(
+      `| ${r.file} | ${r.progressive ? "yes" : "no"} | ${f.dct_scale} | ${ms(f.in_worker_ms)} | ${ms(f.median_ms)} | ${ms(f.node_ms)} | ${p ? ms(p.median_ms) : "—"} | ${ratio(f.in_worker_ms, p?.median_ms)} | ${ratio(f.node_ms, p?.median_ms)} | ${Number.isFinite(f.psnr_db) ? f.psnr_db.toFixed(1) : "∞ (exact)"} | ${f.max_abs_diff_u8} |`,
+    );
+  }
+  lines.push("", "**Goals** (issue 5), from this run:", "");
+  for (const g of goals(rows)) lines.push(`- ${g.met ? "met" : "**not met**"}: ${g.goal}: ${g.detail}`);
   lines.push("<!-- bench:preprocess:end -->");
   return lines.join("\n");
 }
@@ -203,9 +377,34 @@ function writeReport(section: string, rows: Row[], meta: Record<string, string>)
 
 async function main(): Promise<void> {
   const manifest = JSON.parse(readFileSync(`${images}MANIFEST.json`, "utf8")) as { items: Item[] };
-  const items = manifest.items.filter((i) => i.file.includes(ONLY));
   const pillowVersion = spawnSync(PYTHON, ["-c", "import PIL; print(PIL.__version__)"], { encoding: "utf8" });
   if (pillowVersion.status !== 0) console.error("Pillow not found (/usr/bin/python3 with python3-pil): its columns are skipped.");
+  const load = readFileSync("/proc/loadavg", "utf8").split(" ")[0];
+
+  // The 48 MP photo: written beside the build, its reference made by this run's Pillow.
+  const work = `${root}.bench/`;
+  mkdirSync(work, { recursive: true });
+  const bigPath = `${work}${BIG_PHOTO.name}`;
+  writeFileSync(bigPath, await makeBigPhoto());
+  const items: Array<Item & { path: string; referencePath: string }> = manifest.items.map((i) => ({
+    ...i,
+    path: `${images}${i.file}`,
+    referencePath: `${images}${i.file}.rgb`,
+  }));
+  items.push({
+    file: BIG_PHOTO.name,
+    format: "JPEG",
+    width: BIG_PHOTO.width,
+    height: BIG_PHOTO.height,
+    kind: "generated",
+    reference_f16_sha256: "",
+    progressive: false,
+    path: bigPath,
+    referencePath: `${bigPath}.rgb`,
+  });
+  const selected = items.filter((i) => i.file.includes(ONLY));
+
+  const codecs = await createNodeCodecs();
   const mf = new Miniflare({
     modules: true,
     scriptPath: buildWorker(),
@@ -218,38 +417,55 @@ async function main(): Promise<void> {
   const origin = (await mf.ready).origin;
   const rows: Row[] = [];
   try {
-    for (const item of items) {
-      const file = `${images}${item.file}`;
-      const bytes = new Uint8Array(readFileSync(file));
+    for (const item of selected) {
+      const bytes = new Uint8Array(readFileSync(item.path));
+      const generated = item.kind === "generated";
+      const pillow = benchPillow(item.path, generated ? item.referencePath : undefined);
+      if (generated) {
+        if (!pillow) {
+          console.error(`${item.file}: skipped (its reference needs Pillow)`);
+          continue;
+        }
+        item.reference_f16_sha256 = pillow.sha256;
+      }
+      const progressive = item.progressive ?? /prog/.test(item.file);
       const ours = await benchOurs(mf, origin, item, bytes);
-      const pillow = benchPillow(file);
-      const sharpRow = await benchSharp(file, bytes);
-      const fast = await benchFast(origin, item, file, bytes);
+      const node = await benchNode(codecs, item, bytes);
+      const previous = await benchPrevious(item, bytes);
+      const sharpRow = await benchSharp(item.referencePath, bytes);
+      const fast = await benchFast(origin, codecs, item, item.referencePath, bytes);
       const row: Row = {
         file: item.file,
         megapixels: (item.width * item.height) / 1e6,
         bytes: bytes.length,
+        progressive,
         ours,
-        pillow,
+        node,
+        previous,
+        pillow: pillow ? { median_ms: pillow.median_ms, peak_rss_growth_bytes: pillow.peak_rss_growth_bytes } : null,
         sharp: sharpRow,
         fast,
       };
       rows.push(row);
+      const prev = previous && !("error" in previous) ? `${ms(previous.median_ms)} ms` : previous ? "error" : "n/a";
       console.error(
-        `${item.file.padEnd(28)} ours ${ms(ours.median_ms).padStart(5)} ms  pillow ${pillow ? ms(pillow.median_ms).padStart(5) : "  n/a"} ms  sharp ${ms(sharpRow!.median_ms).padStart(4)} ms  peak ${mib(ours.peak_bytes)} MiB  ${ours.exact ? "exact" : "NOT EXACT"}${fast ? `  fast 1/${fast.dct_scale} ${ms(fast.median_ms)} ms PSNR ${fast.psnr_db.toFixed(1)} dB` : ""}`,
+        `${item.file.padEnd(28)} workerd ${ms(ours.in_worker_ms).padStart(5)} (wall ${ms(ours.median_ms)}) ms  node ${ms(node.median_ms)} ms  previous ${prev}  pillow ${pillow ? ms(pillow.median_ms).padStart(5) : "  n/a"} ms  sharp ${ms(sharpRow!.median_ms).padStart(4)} ms  peak ${mib(ours.peak_bytes)} MiB  ${ours.exact && node.exact ? "exact" : "NOT EXACT"}${fast ? `  fast 1/${fast.dct_scale} ${ms(fast.in_worker_ms)} ms (node ${ms(fast.node_ms)}) PSNR ${fast.psnr_db.toFixed(1)} dB` : ""}`,
       );
     }
   } finally {
     await mf.dispose();
   }
+  const wasm = readFileSync(`${root}src/image/codecs/libjpeg-turbo/libjpeg-turbo.wasm.sha256`, "utf8").slice(0, 12);
   const meta = {
     date: new Date().toISOString().slice(0, 10),
     runs: String(RUNS),
     cpu: cpus()[0]?.model ?? "unknown",
     cores: String(cpus().length),
+    load,
     node: process.version,
     pillow: pillowVersion.status === 0 ? pillowVersion.stdout.trim() : "absent",
     sharp: sharp.versions.sharp ?? "?",
+    wasm: `sha256 ${wasm}…`,
   };
   writeReport(renderMarkdown(rows, meta), rows, meta);
   console.error("wrote docs/benchmarks.md and docs/benchmarks.json");
