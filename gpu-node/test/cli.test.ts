@@ -215,6 +215,7 @@ describe("gpu-node usage", () => {
       "--drain-timeout-ms",
       "--engine-dir",
       "--python",
+      "--stream-interval-ms",
     ]) {
       expect(serveHelp.stdout).toContain(flag);
     }

@@ -131,13 +131,14 @@ const CANCELLED = Symbol("cancelled");
 const NOT_READY = Symbol("not-ready");
 
 /**
- * Microtask turns to wait for a read before calling a batch complete. An event already queued at the
- * end of a pipe chain settles in 1–2 turns; one still inside a chain of `pipeThrough` transforms needs
- * a few per stage (≈ 7 for a three-stage chain, measured in workerd; `openEventStream` is one stage).
- * 32 leaves room for other sources and costs microseconds; an event that truly is not there yet waits
- * for the next batch.
+ * Microtask turns to wait for a read before calling a batch complete. An event already queued in the
+ * source settles in 1–2 turns (`openEventStream` enqueues every event of a network chunk in one pull;
+ * a Flight's replay likewise); one still inside a chain of `pipeThrough` transforms needs a few per stage
+ * (≈ 7 for a three-stage chain, measured in workerd). The spin runs twice per chunk (for the batch's first
+ * event and to find its end), so it is kept short; an event that truly is not there yet, or one that takes
+ * longer, goes out with the next batch.
  */
-const BATCH_TURNS = 32;
+const BATCH_TURNS = 8;
 
 /** The read's result if it settles within `BATCH_TURNS` microtask turns, else NOT_READY (the read stays in flight). */
 function readyOrNot<T>(read: Promise<T>): Promise<T | typeof NOT_READY> {
@@ -185,14 +186,12 @@ export function relaySse(source: ReadableStream<NodeEvent>, framer: SseFramer, o
   const encoder = new TextEncoder();
 
   let cancelled = false;
-  let resolveCancelled: (v: typeof CANCELLED) => void = () => {};
-  const cancelledPromise = new Promise<typeof CANCELLED>((r) => {
-    resolveCancelled = r;
-  });
+  /** Settles the relay's wait for a batch's first event early: the client left, or a keep-alive is due. */
+  let interruptWait: ((why: typeof CANCELLED | typeof TIMEOUT) => void) | null = null;
   const onClientGone = (reason: unknown) => {
     if (cancelled) return;
     cancelled = true;
-    resolveCancelled(CANCELLED);
+    interruptWait?.(CANCELLED);
     stopUpstream(reason ?? new Error("client went away"));
     writer.abort(reason).catch(() => {});
   };
@@ -216,10 +215,27 @@ export function relaySse(source: ReadableStream<NodeEvent>, framer: SseFramer, o
     return pending;
   };
 
+  // One keep-alive timer per relay, not one per batch (a timer set and cleared per chunk is CPU the edge
+  // pays per token): it fires at most once per `keepAliveMs`, interrupts the wait for a first event when
+  // nothing was written for `keepAliveMs`, and re-arms for the rest of the interval otherwise.
+  let lastOutputAt = Date.now();
+  let keepAliveTimer: ReturnType<typeof setTimeout> | undefined;
+  const keepAliveCheck = () => {
+    const quiet = Date.now() - lastOutputAt;
+    if (quiet < keepAliveMs) {
+      keepAliveTimer = setTimeout(keepAliveCheck, keepAliveMs - quiet);
+      return;
+    }
+    // Silent for the whole interval: a comment if the relay is waiting for the node (not while it writes).
+    interruptWait?.(TIMEOUT);
+    keepAliveTimer = setTimeout(keepAliveCheck, keepAliveMs);
+  };
+
   async function write(text: string): Promise<boolean> {
     if (cancelled || text === "") return !cancelled;
     try {
       await writer.write(encoder.encode(text));
+      lastOutputAt = Date.now();
       return true;
     } catch {
       return false;
@@ -228,17 +244,19 @@ export function relaySse(source: ReadableStream<NodeEvent>, framer: SseFramer, o
 
   type First = ReadableStreamReadResult<NodeEvent> | typeof TIMEOUT | typeof CANCELLED | typeof NOT_READY;
 
-  /** The first event of a batch: at once when queued, else racing the keep-alive timer and the client leaving. */
+  /** The first event of a batch: at once when queued, else the read, the keep-alive timer or the client leaving. */
   async function waitFirst(): Promise<First> {
     const ready = await readyOrNot(nextRead());
     if (ready !== NOT_READY) return ready;
-    let timer: ReturnType<typeof setTimeout> | undefined;
+    if (cancelled) return CANCELLED;
+    if (keepAliveMs > 0 && keepAliveTimer === undefined) keepAliveTimer = setTimeout(keepAliveCheck, keepAliveMs);
     try {
-      const waits: Promise<First>[] = [nextRead(), cancelledPromise];
-      if (keepAliveMs > 0) waits.push(new Promise((r) => (timer = setTimeout(() => r(TIMEOUT), keepAliveMs))));
-      return await Promise.race(waits);
+      return await new Promise<First>((resolve, reject) => {
+        interruptWait = resolve;
+        nextRead().then(resolve, reject);
+      });
     } finally {
-      if (timer !== undefined) clearTimeout(timer);
+      interruptWait = null;
     }
   }
 
@@ -300,6 +318,7 @@ export function relaySse(source: ReadableStream<NodeEvent>, framer: SseFramer, o
   }
 
   run()
+    .finally(() => clearTimeout(keepAliveTimer))
     .catch(async (err: unknown): Promise<RelayOutcome> => {
       // A framer bug: still end the stream the way a client understands.
       try {

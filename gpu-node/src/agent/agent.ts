@@ -18,7 +18,7 @@ import type { Engine } from "../engines/engine";
 import { Admission } from "./admission";
 import { nodeSecretAuth } from "./auth";
 import { AgentError } from "./errors";
-import { generateHandler, type InFlight, type RetryAfterSeconds } from "./generate";
+import { DEFAULT_STREAM_INTERVAL_MS, generateHandler, type InFlight, type RetryAfterSeconds } from "./generate";
 import { type Logger, silentLogger } from "./log";
 import { type AgentMetrics, createAgentMetrics } from "./metrics";
 
@@ -41,6 +41,11 @@ export interface AgentOptions {
   onDrainRequest?: () => void;
   /** Process metrics (CPU, memory, event loop) in /metrics too. */
   defaultMetrics?: boolean;
+  /**
+   * Output pacing: at most one write per stream per this many ms, a prompt's first token and the end
+   * excepted (generate.ts). Default DEFAULT_STREAM_INTERVAL_MS (20); 0 writes each event when ready.
+   */
+  streamIntervalMs?: number;
 }
 
 export interface NodeInfo {
@@ -74,6 +79,8 @@ export function createAgent(options: AgentOptions): Agent {
   const log = options.log ?? silentLogger;
   const variant = options.variant ?? "qwen-vl-chat";
   const capacity = options.capacity ?? engine.capacity;
+  const streamIntervalMs = options.streamIntervalMs ?? DEFAULT_STREAM_INTERVAL_MS;
+  if (!(streamIntervalMs >= 0 && Number.isFinite(streamIntervalMs))) throw new RangeError("streamIntervalMs must be 0 or more");
   const admission = new Admission({ capacity, maxQueue: options.maxQueue ?? 2 * capacity });
   const metrics = createAgentMetrics(
     {
@@ -125,6 +132,7 @@ export function createAgent(options: AgentOptions): Agent {
       variant,
       retryAfterS: { ...DEFAULT_RETRY_AFTER_S, ...options.retryAfterS },
       inFlight,
+      streamIntervalMs,
     }),
   );
   app.post("/v1/drain", auth, (c) => {

@@ -5,7 +5,15 @@
  * under a cap and `decodeFrame` (400 + the FrameError code), then admission (429 / 503 / 504 when the
  * deadline passes in the queue), then the stream. Once streaming, failures are `error` events.
  * The engine's signal is aborted when the client goes away, the deadline passes, or a drain times out.
- * Events that are ready together go out as one chunk, adjacent tokens of a prompt as one event.
+ *
+ * Output pacing (`streamIntervalMs`, vLLM's `--stream-interval` in time rather than tokens): each chunk
+ * costs the edge a JavaScript wake-up whatever it carries, so the agent writes what is pending at most
+ * once per interval. A prompt's first token goes out at once (time to first token is never delayed), and
+ * `done` and `error` events flush at once with whatever is pending (the end is never delayed); tokens
+ * that arrive within the interval after a write wait for the interval's end and go out together. Pending
+ * tokens of one prompt become one `token` event (text joined, `tokens` and logprobs added up), so the
+ * protocol and the counts are unchanged. 0 writes whatever is ready as soon as it is ready. Events the
+ * engine produces in the same turn always join one chunk.
  */
 import type { Context } from "hono";
 import { decodeFrame, encodeEvents, FrameError, type FrameLimits, type ModelVariant, type NodeEvent } from "../../../src/protocol/index";
@@ -22,6 +30,9 @@ export interface RetryAfterSeconds {
   unavailable: number;
 }
 
+/** Default output pacing: a person does not see 20 ms; see docs/gpu-node.md ("Output pacing"). */
+export const DEFAULT_STREAM_INTERVAL_MS = 20;
+
 export interface GenerateDeps {
   engine: Engine;
   admission: Admission;
@@ -32,6 +43,8 @@ export interface GenerateDeps {
   retryAfterS: RetryAfterSeconds;
   /** Running streams, so a drain that times out can abort them. */
   inFlight: Set<InFlight>;
+  /** Minimum time between two writes of a stream (first tokens, done and error excepted); 0: no pacing. */
+  streamIntervalMs: number;
 }
 
 export interface InFlight {
@@ -131,7 +144,13 @@ export function generateHandler(deps: GenerateDeps) {
     let cause: AbortCause | undefined;
     const pending: NodeEvent[] = [];
     let ended = false;
+    /** Something pending must go out now: a prompt's first token, a done or an error event. */
+    let urgent = false;
+    /** Prompts whose first token has been queued. */
+    const startedPrompts = new Set<number>();
     let wake: (() => void) | undefined;
+    /** The output waits out the interval (set by the stream below). */
+    let pacing = false;
     let firstTokenAt: number | undefined;
     let lastTokenAt = 0;
     let completionTokens = 0;
@@ -141,14 +160,16 @@ export function generateHandler(deps: GenerateDeps) {
 
     const push = (event: NodeEvent) => {
       if (ended) return;
-      const last = pending[pending.length - 1];
-      if (event.type === "token" && last?.type === "token" && last.prompt === event.prompt) {
-        pending[pending.length - 1] = mergeTokens(last, event);
-      } else {
-        pending.push(event);
+      if (event.type !== "token") {
+        urgent = true;
+      } else if (!startedPrompts.has(event.prompt)) {
+        startedPrompts.add(event.prompt);
+        urgent = true;
       }
+      if (!(event.type === "token" && mergeIntoPending(pending, event))) pending.push(event);
       if (event.type === "error") ended = true;
-      wake?.();
+      // While the output is pacing, only what must go out now wakes it (no timer churn per token).
+      if (!pacing || urgent || ended) wake?.();
     };
     const end = () => {
       ended = true;
@@ -253,18 +274,46 @@ export function generateHandler(deps: GenerateDeps) {
     };
     void produce();
 
+    const interval = deps.streamIntervalMs;
+    let lastWriteAt = Number.NEGATIVE_INFINITY;
+    let cancelled = false;
+    /** Resolves on the next event or the end, or after `ms`; the timer never outlives the wait. */
+    const nextEvent = (ms?: number) =>
+      new Promise<void>((resolve) => {
+        let timer: ReturnType<typeof setTimeout> | undefined;
+        const done = () => {
+          wake = undefined;
+          clearTimeout(timer);
+          resolve();
+        };
+        wake = done;
+        if (ms !== undefined) timer = setTimeout(done, ms);
+      });
     const encoder = new TextEncoder();
     const body = new ReadableStream<Uint8Array>(
       {
         async pull(stream) {
-          while (pending.length === 0 && !ended) await new Promise<void>((resolve) => (wake = resolve));
-          wake = undefined;
+          while (pending.length === 0 && !ended) await nextEvent();
           // Let events the engine produces in this same turn join the chunk.
           if (!ended) await new Promise<void>((resolve) => setImmediate(resolve));
-          if (pending.length > 0) stream.enqueue(encoder.encode(encodeEvents(pending.splice(0))));
+          // Pacing: later tokens wait for the interval since the last write, unless something urgent arrives.
+          const wait = lastWriteAt + interval - performance.now();
+          if (wait > 0 && !(ended || urgent || cancelled)) {
+            pacing = true;
+            await nextEvent(wait);
+            pacing = false;
+          }
+          if (cancelled) return;
+          if (pending.length > 0) {
+            urgent = false;
+            lastWriteAt = performance.now();
+            metrics.streamWrites.inc();
+            stream.enqueue(encoder.encode(encodeEvents(pending.splice(0))));
+          }
           if (ended && pending.length === 0) stream.close();
         },
         cancel() {
+          cancelled = true;
           abort("client");
         },
       },
@@ -280,6 +329,23 @@ export function generateHandler(deps: GenerateDeps) {
       },
     });
   };
+}
+
+/**
+ * Folds a token event into the pending token event of the same prompt, when no done or error event
+ * stands between them (order is kept within a prompt; prompts are independent streams). False when
+ * there is none to fold into.
+ */
+function mergeIntoPending(pending: NodeEvent[], event: NodeEvent & { type: "token" }): boolean {
+  for (let i = pending.length - 1; i >= 0; i--) {
+    const p = pending[i];
+    if (p.type === "error") return false;
+    if (p.prompt !== event.prompt) continue;
+    if (p.type !== "token") return false;
+    pending[i] = mergeTokens(p, event);
+    return true;
+  }
+  return false;
 }
 
 function mergeTokens(a: NodeEvent & { type: "token" }, b: NodeEvent & { type: "token" }): NodeEvent {

@@ -11,6 +11,8 @@
  *   qvl_node_time_to_first_token_seconds        histogram: request received to first token
  *   qvl_node_request_duration_seconds           histogram: request received to end of stream
  *   qvl_node_generated_tokens_total             counter (rate() of it is the node's tokens/s)
+ *   qvl_node_stream_writes_total                counter: chunks written to generate streams (each costs the edge
+ *                                               a wake-up; generated tokens / writes is what output pacing merges)
  *   qvl_node_decode_tokens_per_second           histogram: per request, tokens after the first / time since it
  */
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
@@ -71,6 +73,11 @@ export function createAgentMetrics(sources: MetricsSources, options: { defaultMe
       registers,
     }),
     tokens: new Counter({ name: "qvl_node_generated_tokens_total", help: "Tokens generated (all prompts).", registers }),
+    streamWrites: new Counter({
+      name: "qvl_node_stream_writes_total",
+      help: "Chunks written to generate streams (events that go out together are one chunk).",
+      registers,
+    }),
     decodeRate: new Histogram({
       name: "qvl_node_decode_tokens_per_second",
       help: "Per request: tokens after the first divided by the time since the first.",

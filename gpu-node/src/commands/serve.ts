@@ -5,6 +5,7 @@
  */
 import { parseArgs } from "node:util";
 import { ModelVariant } from "../../../src/protocol/index";
+import { DEFAULT_STREAM_INTERVAL_MS } from "../agent/generate";
 import { jsonLogger } from "../agent/log";
 import { type RunningNode, startNode } from "../agent/node";
 import type { Engine } from "../engines/engine";
@@ -36,6 +37,8 @@ agent:
   --node-secret S        bearer secret shared with the edge (or env QVL_NODE_SECRET; required)
   --max-queue N          requests that may wait beyond capacity (default 2 × capacity); beyond it 429
   --drain-timeout-ms N   how long running requests may finish when draining (default 30000)
+  --stream-interval-ms N output pacing: write a stream at most once per N ms, its first tokens and its end at
+                         once, tokens in between merged (env QVL_STREAM_INTERVAL_MS; default ${DEFAULT_STREAM_INTERVAL_MS}; 0 = every token when ready)
 
 edge registration (all optional; without --edge the node does not register):
   --edge URL             the edge's origin; heartbeats go to POST {edge}/v1/pool/heartbeat
@@ -59,6 +62,7 @@ const OPTIONS = {
   python: { type: "string" },
   variant: { type: "string" },
   "drain-timeout-ms": { type: "string" },
+  "stream-interval-ms": { type: "string" },
   edge: { type: "string" },
   "node-id": { type: "string" },
   "public-url": { type: "string" },
@@ -98,6 +102,8 @@ export interface ServeConfig {
   engineDir?: string;
   python?: string;
   drainTimeoutMs: number;
+  /** Output pacing of generate streams (ms; 0 = none). */
+  streamIntervalMs: number;
   edge?: { edge: string; nodeId?: string; publicUrl?: string; region?: string; intervalMs?: number };
 }
 
@@ -137,6 +143,9 @@ export function parseServeArgs(argv: string[], env: NodeJS.ProcessEnv): ServeCon
     engineDir: values["engine-dir"],
     python: values.python,
     drainTimeoutMs: int("drain-timeout-ms", values["drain-timeout-ms"], 0, 3_600_000) ?? 30_000,
+    streamIntervalMs:
+      int("stream-interval-ms", values["stream-interval-ms"] ?? (env.QVL_STREAM_INTERVAL_MS || undefined), 0, 10_000) ??
+      DEFAULT_STREAM_INTERVAL_MS,
     edge: edge
       ? {
           edge,
@@ -206,7 +215,14 @@ async function run(argv: string[], ctx: CommandContext): Promise<number> {
   const onInt = () => onSignal("SIGINT");
   process.on("SIGTERM", onTerm);
   process.on("SIGINT", onInt);
-  log({ msg: "starting", engine: engine.name, host: config.host, port: config.port, ...detail });
+  log({
+    msg: "starting",
+    engine: engine.name,
+    host: config.host,
+    port: config.port,
+    stream_interval_ms: config.streamIntervalMs,
+    ...detail,
+  });
   try {
     try {
       node = await startNode({
@@ -217,6 +233,7 @@ async function run(argv: string[], ctx: CommandContext): Promise<number> {
         host: config.host,
         port: config.port,
         drainTimeoutMs: config.drainTimeoutMs,
+        streamIntervalMs: config.streamIntervalMs,
         log,
         defaultMetrics: true,
         heartbeat: config.edge,
@@ -243,6 +260,7 @@ async function run(argv: string[], ctx: CommandContext): Promise<number> {
         max_queue: info.max_queue,
         node_id: info.id,
         edge: config.edge?.edge ?? null,
+        stream_interval_ms: config.streamIntervalMs,
         ...detail,
       })}\n`,
     );
