@@ -560,9 +560,12 @@ function reading(results: ConcurrencyResult[], breakdown: Breakdown | null): str
         `  (breakdown rows \`edge\` and \`edge@0\`).`,
       );
       const t = (name: string, c: number, k: "ttft_ms" | "total_ms") => breakdown[name]?.[c]?.[k].p50 ?? Number.NaN;
+      const ttft = [t("direct", 1, "ttft_ms"), t("direct@0", 1, "ttft_ms")];
+      const total = [t("direct", 1, "total_ms"), t("direct@0", 1, "total_ms")];
+      const same = Math.abs(ttft[0] - ttft[1]) <= 2 && Math.abs(total[0] - total[1]) <= 2;
       line.push(
-        `  Pacing moves neither end of a stream at 1 stream: direct TTFT p50 ${f1(t("direct", 1, "ttft_ms"))} ms paced vs ${f1(t("direct@0", 1, "ttft_ms"))} ms unpaced,`,
-        `  total p50 ${f1(t("direct", 1, "total_ms"))} vs ${f1(t("direct@0", 1, "total_ms"))} ms.`,
+        `  ${same ? "Pacing moved neither end of a stream (within 2 ms)" : "The ends of a stream, paced vs unpaced"} at 1 stream: direct TTFT p50 ${f1(ttft[0])} vs ${f1(ttft[1])} ms,`,
+        `  total p50 ${f1(total[0])} vs ${f1(total[1])} ms.`,
       );
     } else {
       line[line.length - 1] += ".";
@@ -580,14 +583,22 @@ function reading(results: ConcurrencyResult[], breakdown: Breakdown | null): str
       const fixed = e20 - perChunk * w20;
       out.push(
         `- Per chunk and per request (1 stream, the edge, paced vs unpaced): (${f1(e0)} − ${f1(e20)}) ms / (${f1(w0)} − ${f1(w20)}) chunks ≈ ${f2(perChunk)} ms of`,
-        `  workerd CPU per chunk; the remaining ≈ ${f1(fixed)} ms per request is paid once (routes, key, rate limiter, frame, the fetch to the node, the`,
+        `  workerd CPU per chunk; the remaining ≈ ${f1(fixed)} ms per request is paid once (routes, key, frame, the fetch to the node, the`,
         "  response). Estimates from short runs with /proc's 10 ms CPU ticks: an order of magnitude, not a decimal.",
       );
     }
+    const follows = cpu("raw-loop@0", 64) > cpu("raw-loop", 64) && cpu("stream@0", 64) > cpu("stream", 64);
     out.push(
       `- Where workerd's CPU goes at 64 streams, paced (ms per request): the node's bytes passed through ${f1(cpu("pass", 64))}; a JavaScript loop`,
       `  over the same chunks ${f1(cpu("raw-loop", 64))}; the stream path (decode, validate, relay, OpenAI framing) ${f1(cpu("stream", 64))}; the whole edge ${f1(cpu("edge", 64))}.`,
-      `  Unpaced, the same loop costs ${f1(cpu("raw-loop@0", 64))} and the stream path ${f1(cpu("stream@0", 64))}: the cost follows the chunks.`,
+      `  Unpaced, the same loop costs ${f1(cpu("raw-loop@0", 64))} and the stream path ${f1(cpu("stream@0", 64))}${follows ? ": the cost follows the chunks" : ""}.`,
+    );
+    const tt = (name: string) => breakdown[name]?.[1]?.ttft_ms.p50 ?? Number.NaN;
+    out.push(
+      `- The first token at 1 stream (breakdown TTFT p50 minus direct's): through workerd passing bytes ${signed(tt("pass") - tt("direct"))} ms, the stream`,
+      `  path ${signed(tt("stream") - tt("direct"))} ms, the whole edge ${signed(tt("edge") - tt("direct"))} ms: the hop through workerd, the stream path, and the`,
+      "  routes (key, validation, prompt, router, frame; the root key here, so no rate-limiter call) each add their share once per",
+      "  request, and pacing does not change them (short runs: indicative).",
     );
   }
 
@@ -606,7 +617,7 @@ function reading(results: ConcurrencyResult[], breakdown: Breakdown | null): str
           ? "workerd's one JavaScript thread was close to saturated, so streams queue in the isolate"
           : "neither workerd's thread nor the machine was saturated on average; the added time comes from bursts (64 streams' chunks landing at once on one thread)";
     out.push(
-      `- 64 streams: ${f1(w)} ms of workerd CPU per stream × 64 streams / ${f1(length)} ms per stream = ${f2(demand)} of workerd's one JavaScript thread;`,
+      `- 64 streams: to keep pace with streams as long as the direct ones, ${f1(w)} ms of workerd CPU per stream × 64 / ${f1(length)} ms = ${f2(demand)} of a core for workerd's one JavaScript thread;`,
       `  during the edge blocks the ${cores} cores were ${f2(busy)} busy (client ${f2(c.client)}, node ${f2(c.node)}, workerd ${f2(c.workerd)}, other processes ${f2(c.other)}):`,
       `  ${why}. Added TTFT ${signed(a.p50)} / ${signed(a.p99)} ms (p50 / p99).`,
     );
@@ -615,8 +626,7 @@ function reading(results: ConcurrencyResult[], breakdown: Breakdown | null): str
     const a = one.added_ms.ttft;
     out.push(
       `- 1 stream: the edge adds ${signed(a.p50)} ms at p50 and ${signed(a.p99)} ms at p99 to the first token and spends ${f1(one.edge.cpu_ms_per_request.workerd)} ms of`,
-      `  workerd CPU per ${tokens}-token stream (${f1(one.edge.writes_per_request)} node chunks). The first token's path (request, routes, key, rate limiter,`,
-      "  the node's prefill, the first chunk relayed) is per request: pacing cannot shorten it.",
+      `  workerd CPU per ${tokens}-token stream (${f1(one.edge.writes_per_request)} node chunks).`,
     );
   }
   for (const r of results) {
