@@ -143,11 +143,15 @@ void qvl_simd_idct_islow(const int *quant, const JCOEF *coef, JSAMPARRAY output_
       if (k) raw_ac |= c;
       in[k] = I(U(c) * U(load_int4(quant + 8 * k + 4 * g)));
     }
-    v4i out[8];
-    islow_1d(in, out);
     /* Column with no AC coefficients: jpeg_idct_islow writes DC << PASS1_BITS. */
     v4i dc_only = raw_ac == 0;
     v4i dcval = shl(in[0], PASS1_BITS);
+    if (!wasm_v128_any_true((v128_t)raw_ac)) { /* all four columns (often: high frequencies) */
+      for (int k = 0; k < 8; k++) ws[g][k] = dcval;
+      continue;
+    }
+    v4i out[8];
+    islow_1d(in, out);
     for (int k = 0; k < 8; k++) {
       v4i full = descale(out[k], CONST_BITS - PASS1_BITS);
       ws[g][k] = (dc_only & dcval) | (~dc_only & full);
@@ -165,14 +169,19 @@ void qvl_simd_idct_islow(const int *quant, const JCOEF *coef, JSAMPARRAY output_
       in[4 * g + 2] = c;
       in[4 * g + 3] = d;
     }
-    v4i out[8];
-    islow_1d(in, out);
     v4i ac = in[1] | in[2] | in[3] | in[4] | in[5] | in[6] | in[7];
     v4i row_zero = ac == 0;
     v4i dcval = descale(in[0], PASS1_BITS + 3);
-    for (int j = 0; j < 8; j++) {
-      v4i full = descale(out[j], CONST_BITS + PASS1_BITS + 3);
-      out[j] = range_limit_idct((row_zero & dcval) | (~row_zero & full));
+    v4i out[8];
+    if (!wasm_v128_any_true((v128_t)ac)) { /* all four rows flat */
+      v4i v = range_limit_idct(dcval);
+      for (int j = 0; j < 8; j++) out[j] = v;
+    } else {
+      islow_1d(in, out);
+      for (int j = 0; j < 8; j++) {
+        v4i full = descale(out[j], CONST_BITS + PASS1_BITS + 3);
+        out[j] = range_limit_idct((row_zero & dcval) | (~row_zero & full));
+      }
     }
     /* out[j] holds column j of rows 4h..4h+3: back to rows. */
     transpose4(&out[0], &out[1], &out[2], &out[3]);
