@@ -18,7 +18,7 @@ const USAGE = `usage: npm run --silent preprocess -- INPUT --out OUTPUT [--forma
                                    [--quality exact|fast] [--max-bytes N] [--max-pixels N]
   f16: 3x448x448 little-endian float16, CHW, CLIP-normalized (what the model sees)
   u8:  448x448x3 uint8, HWC, before normalization
-  exact: byte-identical to Pillow (default); fast: JPEGs decoded at the DCT scale Pillow's draft() picks`;
+  exact: byte-identical to Pillow (default); fast: JPEGs decoded at the DCT scale Pillow's draft() picks for 1.5x the output`;
 
 function usageError(message: string): never {
   process.stderr.write(`${message}\n${USAGE}\n`);

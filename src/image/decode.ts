@@ -110,9 +110,9 @@ export interface ResizedJpegImage {
 
 /**
  * How a JPEG is decoded before the resize: `exact` decodes at full scale (byte-identical to Pillow without
- * `draft()`); `fast` decodes at the DCT scale Pillow's `draft("RGB", (outWidth, outHeight))` picks for the
- * stored image (the smallest 1/N still ≥ the output on both sides) and resizes from there with the same
- * resampler, i.e. what `im.draft(...)` before `resize` gives in Pillow.
+ * `draft()`); `fast` decodes at the DCT scale Pillow's `draft("RGB", (1.5 × outWidth, 1.5 × outHeight))` picks
+ * for the stored image (`fastDctScale`: the smallest 1/N still ≥ 1.5× the output on both sides) and resizes
+ * from there with the same resampler, i.e. what that `im.draft(...)` before `resize` gives in Pillow.
  */
 export type JpegQuality = "exact" | "fast";
 
@@ -121,7 +121,7 @@ export type JpegQuality = "exact" | "fast";
  * module (libjpeg-turbo + a streamed port of Pillow's `Resample.c`), with `orientation` applied first.
  * Byte-identical to `exif_transpose` (when `orientation` is the file's) + `convert("RGB")` +
  * `resize((outWidth, outHeight), BICUBIC)`, except that gray stays one channel. With `quality: "fast"` it
- * decodes at the DCT scale Pillow's `draft()` would pick (see {@link JpegQuality}) and resizes from there.
+ * decodes at the DCT scale `fastDctScale` picks (see {@link JpegQuality}) and resizes from there.
  *
  * Memory: the meter gets the wasm heap's high-water mark (the input copy, libjpeg's buffers, the
  * resampler's window of rows; for progressive files libjpeg's whole-image coefficient buffer) and the

@@ -21,8 +21,8 @@ export type TensorFormat = "f16" | "u8";
 
 /**
  * `exact` (default): byte-identical to Pillow. `fast`: JPEGs are decoded with libjpeg's DCT scaling at the
- * scale Pillow's `draft()` picks for a 448×448 request (smallest 1/N still ≥ 448 on both sides), then resized
- * with the same resampler; other formats ignore it (always exact).
+ * scale Pillow's `draft()` picks for a 672×672 request (`fastDctScale`: smallest 1/N still ≥ 1.5 × 448 on both
+ * sides), then resized with the same resampler; other formats ignore it (always exact).
  */
 export type PreprocessQuality = JpegQuality;
 

@@ -2,7 +2,8 @@
  * POST /v1/tensors: what the model sees. Runs the exact preprocessing and answers the raw tensor
  * (f16: [3,448,448] CHW little-endian float16; u8: [448,448,3] HWC) with its shape, dtype and sha256.
  * Not cached: it shows (and times) the preprocessing itself. `?quality=fast` decodes JPEGs at the DCT scale
- * Pillow's `draft()` picks (not byte-identical; see README); `x-quality` and `x-dct-scale` say what ran.
+ * `fastDctScale` picks (Pillow's `draft()` asked for 1.5× the output; not byte-identical to exact; see
+ * README); `x-quality` and `x-dct-scale` say what ran.
  */
 import { Hono } from "hono";
 import { z } from "zod";
