@@ -8,7 +8,8 @@
  * Routes:
  *   /fixtures/<name>    a file from test/fixtures/images (404 when missing)
  *   /bad/<name>         a file from test/fixtures/bad
- *   /generated/photo_48mp_baseline.jpg   a 48 MP baseline JPEG made from a fixture (scripts/lib/big-photo.ts)
+ *   /generated/photo_48mp_baseline.jpg, /generated/photo_48mp_progressive.jpg
+ *                       48 MP JPEGs made from a fixture (scripts/lib/big-photo.ts)
  *   /bytes/<n>          n bytes, chunked, no Content-Length
  *   /lying-length       announces Content-Length: 10, then sends 2 MB (chunked framing wins, RFC 9112 §6.3)
  *   /slow-headers       waits 3 s before the headers
@@ -127,11 +128,11 @@ async function serveFixture(_req: IncomingMessage, res: ServerResponse, match: R
 }
 
 async function serveGenerated(_req: IncomingMessage, res: ServerResponse, match: RegExpMatchArray): Promise<void> {
-  if (match[1] !== BIG_PHOTO.name) {
+  if (match[1] !== BIG_PHOTO.name && match[1] !== BIG_PHOTO.progressiveName) {
     text(res, 404, "not found");
     return;
   }
-  const body = await makeBigPhoto();
+  const body = await makeBigPhoto(match[1] === BIG_PHOTO.progressiveName);
   res.writeHead(200, { "content-type": "image/jpeg", "content-length": String(body.length) });
   res.end(body);
 }

@@ -3,7 +3,9 @@
  * loopback test server) through POST /v1/tensors inside workerd: the streamed decode keeps the pipeline's
  * peak memory (wasm heap + pixel buffers, `x-peak-bytes`) within 64 MiB in exact and fast mode, where a
  * whole-image decode would hold 8064 × 6048 × 3 = 146 MB of pixels. The photo is the fixture upscaled 2×,
- * so its 448×448 image must come out close to the fixture's own Pillow reference.
+ * so its 448×448 image must come out close to the fixture's own Pillow reference. The same pixels as a
+ * progressive JPEG need libjpeg's whole-image coefficient buffer (≈ 140 MiB): refused with 413 from the
+ * header's budget, in both qualities (libjpeg keeps every coefficient of a progressive file whatever the scale).
  */
 import { exports } from "cloudflare:workers";
 import { beforeAll, describe, expect, it } from "vitest";
@@ -11,10 +13,12 @@ import { fixture, TOKEN } from "./helpers";
 
 const MiB = 1024 * 1024;
 let photo: Uint8Array;
+let progressive: Uint8Array;
 let reference: Uint8Array;
 
 beforeAll(async () => {
   photo = await fixture("generated/photo_48mp_baseline.jpg");
+  progressive = await fixture("generated/photo_48mp_progressive.jpg");
   reference = await fixture("fixtures/exif_rot6_4032x3024.jpg.rgb");
 }, 60_000);
 
@@ -42,4 +46,20 @@ describe("a 48 MP baseline JPEG", () => {
     console.log(`48 MP ${quality}: peak ${(peak / MiB).toFixed(1)} MiB, PSNR vs the fixture's reference ${similarity.toFixed(1)} dB`);
     expect(similarity).toBeGreaterThan(45); // measured: 52.9 dB exact, 50.5 dB fast
   });
+
+  it.each(["exact", "fast"] as const)(
+    "progressive, quality=%s: 413 image_too_large before decoding (its coefficient buffer cannot fit)",
+    async (quality) => {
+      const res = await exports.default.fetch(`http://edge.test/v1/tensors?format=u8&quality=${quality}`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${TOKEN}`, "content-type": "image/jpeg" },
+        body: progressive,
+      });
+      expect(res.status).toBe(413);
+      const body = (await res.json()) as { error: { code: string; message: string; param?: string } };
+      expect(body.error.code).toBe("image_too_large");
+      expect(body.error.param).toBe("image");
+      expect(body.error.message).toMatch(/memory/i);
+    },
+  );
 });
