@@ -1,7 +1,8 @@
 /**
  * `npm run keys` against a real local edge (`wrangler dev`, local KV and Durable Objects): create (the
- * key alone on stdout, or JSON), list, show, revoke, and the keys it makes working (and then not) on
- * the edge. Also: the result cache through `wrangler dev`, with keys made this way.
+ * key alone on stdout, or JSON), list, show, update (e.g. the default image quality), revoke, and the
+ * keys it makes working (and then not) on the edge. Also: the result cache through `wrangler dev`, with
+ * keys made this way.
  */
 import { execFile } from "node:child_process";
 import { fileURLToPath } from "node:url";
@@ -14,6 +15,15 @@ interface Run {
   code: number;
   stdout: string;
   stderr: string;
+}
+
+/** One row of `list`'s table, by column name (cells are cut at the header's column starts). */
+function tableRow(table: string, id: string): Record<string, string> {
+  const [head, ...rows] = table.trimEnd().split("\n");
+  const row = rows.find((r) => r.startsWith(`${id} `));
+  if (!row) throw new Error(`no row for ${id} in:\n${table}`);
+  const columns = [...head.matchAll(/\S+(?: \S+)*/g)].map((m) => ({ name: m[0], start: m.index ?? 0 }));
+  return Object.fromEntries(columns.map((c, i) => [c.name, row.slice(c.start, columns[i + 1]?.start).trim()]));
 }
 
 function keys(...args: string[]): Promise<Run> {
@@ -76,6 +86,38 @@ describe("npm run keys", () => {
     const refused = await get("/v1/usage", created.key);
     expect(refused.status).toBe(401);
     expect(refused.headers.get("www-authenticate")).toMatch(/^Bearer/);
+  });
+
+  it("create --quality fast, update --quality exact; a bad quality or an unknown id fails and changes nothing", async () => {
+    const run = await keys(...admin, "create", "--name", "fast app", "--scopes", "caption", "--quality", "fast", "--json");
+    expect(run.code).toBe(0);
+    expect(run.stderr).toMatch(/^Created key_[0-9a-f]+ "fast app" \(.*\), image quality fast\./);
+    const created = JSON.parse(run.stdout) as { id: string; quality: string };
+    expect(created.quality).toBe("fast");
+    const id = created.id;
+
+    // Refused before anything is sent: neither the name nor the quality changes.
+    const bad = await keys(...admin, "update", id, "--name", "renamed", "--quality", "best");
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toContain("keys: --quality must be exact or fast, not best");
+    expect(bad.stdout).toBe("");
+
+    const list = await keys(...admin, "list");
+    expect(list.code).toBe(0);
+    expect(list.stdout).toMatch(/^ID\s+NAME\s+PREFIX\s+SCOPES\s+RATE\s+QUOTA\s+QUALITY\s+CREATED \(UTC\)\s+STATE\n/);
+    expect(tableRow(list.stdout, id)).toMatchObject({ ID: id, NAME: "fast app", QUALITY: "fast", STATE: "active" });
+
+    const updated = await keys(...admin, "update", id, "--quality", "exact");
+    expect(updated.code).toBe(0);
+    expect(updated.stderr).toMatch(new RegExp(`^Updated ${id} "fast app" \\(.*image quality exact\\)\\.`));
+    const show = await keys(...admin, "show", id);
+    expect(show.code).toBe(0);
+    expect(JSON.parse(show.stdout)).toMatchObject({ id, name: "fast app", quality: "exact", revoked_at: null });
+
+    const unknown = await keys(...admin, "update", "key_0000000000000000", "--quality", "fast");
+    expect(unknown.code).toBe(2);
+    expect(unknown.stderr).toContain("HTTP 404 not_found: No API key with id key_0000000000000000");
+    expect(unknown.stdout).toBe("");
   });
 
   it("a key with the admin scope can manage keys too", async () => {
