@@ -157,9 +157,9 @@ describe("the public API through the edge (healthy node + a node that fails befo
     expect(res.status).toBe(200);
     const body = (await res.json()) as {
       boxes: Array<{ label: string; box: number[]; box_normalized: number[] }>;
-      image: { width: number; height: number };
+      image: { width: number; height: number; quality: string };
     };
-    expect(body.image).toEqual({ width: photo.height, height: photo.width }); // rotated 90°
+    expect(body.image).toEqual({ width: photo.height, height: photo.width, quality: "exact" }); // rotated 90°
     expect(body.boxes.length).toBeGreaterThan(0);
     for (const b of body.boxes) {
       expect(b.label).toBe("the red car");
