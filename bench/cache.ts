@@ -237,6 +237,7 @@ async function main(): Promise<void> {
   const imageUrl = `http://127.0.0.1:${(origin.address() as AddressInfo).port}/photo.jpg`;
   const node = await startNode();
   const mf = new Miniflare({
+    cf: false, // placeholder Request.cf: no fetch of workers.cloudflare.com/cf.json (loopback only)
     modules: true,
     scriptPath: buildWorker(),
     modulesRules: [{ type: "CompiledWasm", include: ["**/*.wasm"] }],

@@ -148,6 +148,7 @@ async function nodeWrites(nodeUrl: string): Promise<number> {
 /** workerd in Miniflare, serving `scriptPath` through a direct socket; returns its origin. */
 async function startWorkerd(options: MiniflareOptions): Promise<{ mf: Miniflare; origin: string; pid: number | undefined }> {
   const mf = new Miniflare({
+    cf: false, // placeholder Request.cf: no fetch of workers.cloudflare.com/cf.json (loopback only)
     ...options,
     // Production has no such hop: by default Miniflare sends every outbound fetch through a JS worker that strips a header.
     stripCfConnectingIp: false,

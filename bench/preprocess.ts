@@ -10,7 +10,8 @@
  * Every path computes the full f16 tensor with EXIF orientation ignored (the reference's semantics).
  * JPEG rows also time fast mode (`quality=fast`) and give its PSNR / max |Δ| against Pillow's exact uint8
  * image. Writes docs/benchmarks.md (the preprocessing section) and docs/benchmarks.json.
- * Env: BENCH_RUNS (default 7, median reported), BENCH_ONLY (substring filter on file names).
+ * Env: BENCH_RUNS (default 7, median reported), BENCH_ONLY (substring filter on file names), BENCH_RENDER_ONLY=1
+ * (rewrite the section from docs/benchmarks.json without running anything).
  */
 import { execFileSync, spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
@@ -87,12 +88,28 @@ function buildWorker(): string {
   return `${outdir}/index.js`;
 }
 
-async function postTensor(origin: string, item: Item, bytes: Uint8Array, query: string) {
-  const res = await fetch(`${origin}/v1/tensors?${query}`, {
-    method: "POST",
-    headers: { authorization: `Bearer ${TOKEN}`, "content-type": "application/octet-stream" },
-    body: bytes as Uint8Array<ArrayBuffer>,
-  });
+/** A pooled connection that sat idle (Pillow's runs of the same file take seconds) may have been closed by workerd. */
+const staleConnection = (err: unknown) =>
+  err instanceof TypeError && /EPIPE|ECONNRESET|UND_ERR_SOCKET|other side closed/.test(String((err as { cause?: unknown }).cause));
+
+async function postTensor(
+  origin: string,
+  item: Item,
+  bytes: Uint8Array,
+  query: string,
+  retried = false,
+): Promise<{ res: Response; body: ArrayBuffer }> {
+  let res: Response;
+  try {
+    res = await fetch(`${origin}/v1/tensors?${query}`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${TOKEN}`, "content-type": "application/octet-stream" },
+      body: bytes as Uint8Array<ArrayBuffer>,
+    });
+  } catch (err) {
+    if (!retried && staleConnection(err)) return postTensor(origin, item, bytes, query, true);
+    throw err;
+  }
   const body = await res.arrayBuffer();
   if (res.status !== 200) throw new Error(`${item.file}: HTTP ${res.status} ${new TextDecoder().decode(body)}`);
   return { res, body };
@@ -255,49 +272,76 @@ interface GoalLine {
 function goals(rows: Row[]): GoalLine[] {
   const out: GoalLine[] = [];
   const big = rows.filter((r) => r.megapixels >= BIG_MP && r.pillow && r.file.endsWith(".jpg"));
-  const judge = (goal: string, list: Row[], value: (r: Row) => number | null, limit: number) => {
-    const parts = list.map((r) => ({ r, v: value(r) })).filter((x): x is { r: Row; v: number } => x.v !== null);
-    if (!parts.length) return;
+  const judge = (
+    goal: string,
+    list: Row[],
+    value: (r: Row) => number,
+    ok: (v: number) => boolean,
+    show: (v: number) => string = (v) => `${v.toFixed(2)}×`,
+  ) => {
+    if (!list.length) return;
+    const parts = list.map((r) => ({ r, v: value(r) }));
     out.push({
       goal,
-      met: parts.every((x) => x.v <= limit),
-      detail: parts.map((x) => `${x.r.file} ${x.v.toFixed(2)}`).join(", "),
+      met: parts.every((x) => ok(x.v)),
+      detail: parts.map((x) => `${x.r.file} ${show(x.v)}${ok(x.v) ? "" : " ✗"}`).join(", "),
     });
   };
-  judge("exact ≤ 0.5× Pillow on every photo ≥ 8 MP (workerd, pipeline time)", big, (r) => r.ours.in_worker_ms / r.pillow!.median_ms, 0.5);
-  judge("exact ≤ 0.5× Pillow on every photo ≥ 8 MP (Node, same code)", big, (r) => r.node.median_ms / r.pillow!.median_ms, 0.5);
+  const atMost = (limit: number) => (v: number) => v <= limit;
+  const vsPillow = (ms: (r: Row) => number) => (r: Row) => ms(r) / r.pillow!.median_ms;
+  judge(
+    "exact ≤ 0.5× Pillow on every photo ≥ 8 MP (workerd, pipeline time)",
+    big,
+    vsPillow((r) => r.ours.in_worker_ms),
+    atMost(0.5),
+  );
+  judge(
+    "exact ≤ 0.5× Pillow on every photo ≥ 8 MP (Node, same code)",
+    big,
+    vsPillow((r) => r.node.median_ms),
+    atMost(0.5),
+  );
   const fastRows = rows.filter((r) => r.fast && r.pillow && r.fast.dct_scale > 1);
+  const baseline = fastRows.filter((r) => !r.progressive);
+  const progressive = fastRows.filter((r) => r.progressive);
   judge(
     "fast ≤ 0.1× Pillow on baseline JPEGs (workerd, pipeline time)",
-    fastRows.filter((r) => !r.progressive),
-    (r) => r.fast!.in_worker_ms / r.pillow!.median_ms,
-    0.1,
+    baseline,
+    vsPillow((r) => r.fast!.in_worker_ms),
+    atMost(0.1),
   );
   judge(
     "fast ≤ 0.25× Pillow on progressive JPEGs (workerd, pipeline time)",
-    fastRows.filter((r) => r.progressive),
-    (r) => r.fast!.in_worker_ms / r.pillow!.median_ms,
-    0.25,
+    progressive,
+    vsPillow((r) => r.fast!.in_worker_ms),
+    atMost(0.25),
   );
   judge(
     "fast ≤ 0.1× Pillow on baseline JPEGs (Node, same code)",
-    fastRows.filter((r) => !r.progressive),
-    (r) => r.fast!.node_ms / r.pillow!.median_ms,
-    0.1,
+    baseline,
+    vsPillow((r) => r.fast!.node_ms),
+    atMost(0.1),
   );
   judge(
     "fast ≤ 0.25× Pillow on progressive JPEGs (Node, same code)",
-    fastRows.filter((r) => r.progressive),
-    (r) => r.fast!.node_ms / r.pillow!.median_ms,
-    0.25,
+    progressive,
+    vsPillow((r) => r.fast!.node_ms),
+    atMost(0.25),
   );
   judge(
-    "fast PSNR ≥ 40 dB against exact (every JPEG; shown as 40 / PSNR)",
+    "fast PSNR ≥ 40 dB against exact (every JPEG)",
     rows.filter((r) => r.fast),
-    (r) => (Number.isFinite(r.fast!.psnr_db) ? 40 / r.fast!.psnr_db : 0),
-    1,
+    (r) => r.fast!.psnr_db ?? Number.POSITIVE_INFINITY, // JSON keeps Infinity (identical) as null
+    (v) => v >= 40,
+    (v) => (Number.isFinite(v) ? `${v.toFixed(1)} dB` : "identical"),
   );
-  judge("peak ≤ 64 MB for every accepted photo (MiB / 61.04)", rows, (r) => r.ours.peak_bytes / 64e6, 1);
+  judge(
+    "peak ≤ 64 MB (61.0 MiB) for every accepted image",
+    rows,
+    (r) => r.ours.peak_bytes,
+    (v) => v <= 64e6,
+    (v) => `${mib(v)} MiB`,
+  );
   return out;
 }
 
@@ -406,6 +450,7 @@ async function main(): Promise<void> {
 
   const codecs = await createNodeCodecs();
   const mf = new Miniflare({
+    cf: false, // placeholder Request.cf: no fetch of workers.cloudflare.com/cf.json (loopback only)
     modules: true,
     scriptPath: buildWorker(),
     modulesRules: [{ type: "CompiledWasm", include: ["**/*.wasm"] }],
@@ -471,4 +516,11 @@ async function main(): Promise<void> {
   console.error("wrote docs/benchmarks.md and docs/benchmarks.json");
 }
 
-await main();
+if (process.env.BENCH_RENDER_ONLY === "1") {
+  // Rewrite the section from docs/benchmarks.json (after a change to the rendering), running nothing.
+  const saved = JSON.parse(readFileSync(`${root}docs/benchmarks.json`, "utf8")).preprocess as { meta: Record<string, string>; rows: Row[] };
+  writeReport(renderMarkdown(saved.rows, saved.meta), saved.rows, saved.meta);
+  console.error("re-rendered the preprocessing section from docs/benchmarks.json");
+} else {
+  await main();
+}
