@@ -6,8 +6,10 @@
  * Node proxy in front), the node given as a static pool node.
  *
  * In one run, in rotating blocks so machine noise hits both sides alike, the same text-only chat request:
- *   - direct: `POST {node}/v1/generate` with the frame the edge would send, the node's SSE read to its end;
- *   - edge:   `POST {edge}/v1/chat/completions` (`stream: true`), the SSE read to `data: [DONE]`;
+ *   - direct: `POST {node}/v1/generate` with the frame the edge would send (with `output`: the node writes the
+ *             OpenAI chunks), the node's SSE read to its end;
+ *   - edge:   `POST {edge}/v1/chat/completions` (`stream: true`, usage chunk: the native relay, `x-relay: native`),
+ *             the SSE read to `data: [DONE]`;
  * at 1 and at 64 streams in flight. Time to first token (the first SSE event carrying text) and total
  * time are taken by the client; CPU time of each process (client, node, workerd, everything else on
  * the machine) is read from /proc around every block, and the node's writes (chunks) from its /metrics.
@@ -16,7 +18,8 @@
  * edge's stream path taken apart (the node's bytes passed through; a JavaScript loop over them; the
  * stream path as the edge runs it), with the workerd CPU each costs per request; and the same request
  * against a second node with pacing off (`--stream-interval-ms 0`: one chunk per token), direct, through
- * the stream path and through a second edge, for comparison.
+ * the stream path and through a second edge, for comparison; and the edge with its JavaScript relay
+ * (`EDGE_RELAY=js`: node events framed in workerd, as before the native relay) against both nodes.
  *
  * Writes docs/benchmarks.md (between `<!-- bench:gateway:start -->` and `end`) and the `gateway` key of
  * docs/benchmarks.json, leaving other sections as they are (BENCH_WRITE=0: print the section instead;
@@ -217,6 +220,8 @@ interface Target {
   /** Completion tokens from the whole response; throws on an error or a truncated stream. */
   finish: (text: string) => number;
   agent: Agent;
+  /** The edge's relay this target must get (`x-relay`); checked on every response. */
+  relay?: "native" | "js";
 }
 
 const newAgent = () => new Agent({ keepAliveTimeout: KEEP_ALIVE_MS, keepAliveMaxTimeout: KEEP_ALIVE_MS, connections: 256, pipelining: 1 });
@@ -255,7 +260,20 @@ function openAiSse(): Pick<Target, "hasText" | "finish"> {
   };
 }
 
-function directTarget(nodeUrl: string): Target {
+/** The frame's `output` the edge sends for the edge target's request (src/serving/chat.ts). */
+const OUTPUT = {
+  format: "openai-chat" as const,
+  id: "chatcmpl-bench",
+  created: 1_700_000_000,
+  model: "qwen-vl-chat",
+  include_usage: true,
+  logprobs: false,
+  prompt_tokens: "sum" as const,
+  keep_alive_ms: 10_000,
+};
+
+/** Straight to the node; `openai`: with the frame's `output` (the native relay's frame), else events (the JS relay's). */
+function directTarget(nodeUrl: string, openai = true): Target {
   return {
     name: "direct",
     url: `${nodeUrl}/v1/generate`,
@@ -269,10 +287,11 @@ function directTarget(nodeUrl: string): Target {
         prompts: [segments],
         images: [],
         sampling: { max_tokens: MAX_TOKENS, temperature: TEMPERATURE, top_p: 1, stop: [] },
+        ...(openai ? { output: OUTPUT } : {}),
       };
       return encodeFrame(header, []);
     },
-    ...nodeSse(),
+    ...(openai ? openAiSse() : nodeSse()),
     agent: newAgent(),
   };
 }
@@ -286,9 +305,10 @@ const chatBody = JSON.stringify({
   temperature: TEMPERATURE,
 });
 
-function edgeTarget(origin: string): Target {
+function edgeTarget(origin: string, relay: "native" | "js" = "native"): Target {
   return {
     name: "edge",
+    relay,
     url: `${origin}/v1/chat/completions`,
     headers: { authorization: `Bearer ${EDGE_KEY}`, "content-type": "application/json", accept: "text/event-stream" },
     body: () => chatBody,
@@ -313,6 +333,10 @@ async function once(target: Target): Promise<Sample> {
   const t0 = performance.now();
   const res = await request(target.url, { method: "POST", headers: target.headers, body: target.body(), dispatcher: target.agent });
   if (res.statusCode !== 200) throw new Error(`${target.name}: HTTP ${res.statusCode} ${(await res.body.text()).slice(0, 300)}`);
+  if (target.relay && res.headers["x-relay"] !== target.relay) {
+    await res.body.text();
+    throw new Error(`${target.name}: x-relay ${res.headers["x-relay"]}, expected ${target.relay}`);
+  }
   const decoder = new TextDecoder();
   let text = "";
   let scanned = 0;
@@ -511,12 +535,13 @@ const VARIANT_LABELS: Record<string, string> = {
   pass: "workerd passes the node's bytes through (no JS per chunk)",
   "raw-loop": "a JS loop reads each chunk and writes it on unchanged (no parsing, no framing)",
   stream: "`openNodeStream` (one-stage `openEventStream`, zod-validated events) → `relayChatCompletion`, no routes",
-  edge: "the edge: `/v1/chat/completions`, everything",
+  edge: "the edge: `/v1/chat/completions`, everything; the native relay (the node writes the OpenAI chunks, no JS per chunk)",
+  "edge-js": "the edge with its JS relay (`EDGE_RELAY=js`): node events decoded and framed in workerd, per chunk",
 };
 
 /** The breakdown rows in order: the paced node's, then the same paths against the node with pacing off. */
-const BREAKDOWN_PACED = ["direct", "pass", "raw-loop", "stream", "edge"] as const;
-const BREAKDOWN_UNPACED = ["direct@0", "raw-loop@0", "stream@0", "edge@0"] as const;
+const BREAKDOWN_PACED = ["direct", "pass", "raw-loop", "stream", "edge", "edge-js"] as const;
+const BREAKDOWN_UNPACED = ["direct@0", "raw-loop@0", "stream@0", "edge-js@0"] as const;
 
 function variantLabel(name: string): string {
   const [base, unpaced] = name.split("@");
@@ -525,11 +550,11 @@ function variantLabel(name: string): string {
 
 type Breakdown = Record<string, Record<number, Summary>>;
 
-/** workerd CPU per request through the edge = fixed + perChunk × chunks, solved from the paced and unpaced edge rows. */
+/** workerd CPU per request through the JS relay = fixed + perChunk × chunks, solved from the paced and unpaced edge-js rows. */
 function perChunkModel(breakdown: Breakdown, c: number) {
   const cpu = (name: string) => breakdown[name]?.[c]?.cpu_ms_per_request.workerd ?? Number.NaN;
   const writes = (name: string) => breakdown[name]?.[c]?.writes_per_request ?? Number.NaN;
-  const [e20, e0, w20, w0] = [cpu("edge"), cpu("edge@0"), writes("edge"), writes("edge@0")];
+  const [e20, e0, w20, w0] = [cpu("edge-js"), cpu("edge-js@0"), writes("edge-js"), writes("edge-js@0")];
   const perChunk = (e0 - e20) / (w0 - w20);
   return perChunk > 0 && Number.isFinite(perChunk) ? { e20, e0, w20, w0, perChunk, fixed: e20 - perChunk * w20 } : null;
 }
@@ -566,9 +591,9 @@ function reading(results: ConcurrencyResult[], breakdown: Breakdown | null, core
     ];
     if (breakdown) {
       line.push(
-        `  (pacing off: ${f1(writes("direct@0", 1))} and ${f1(writes("direct@0", 64))}). Every chunk is a JavaScript wake-up at the edge: workerd's CPU per`,
-        `  request through the edge was ${f1(cpu("edge", 1))} ms paced vs ${f1(cpu("edge@0", 1))} ms unpaced at 1 stream, ${f1(cpu("edge", 64))} vs ${f1(cpu("edge@0", 64))} ms at 64 streams`,
-        `  (breakdown rows \`edge\` and \`edge@0\`).`,
+        `  (pacing off: ${f1(writes("direct@0", 1))} and ${f1(writes("direct@0", 64))}). Through the JS relay every chunk is a JavaScript wake-up at the edge: workerd's CPU per`,
+        `  request was ${f1(cpu("edge-js", 1))} ms paced vs ${f1(cpu("edge-js@0", 1))} ms unpaced at 1 stream, ${f1(cpu("edge-js", 64))} vs ${f1(cpu("edge-js@0", 64))} ms at 64 streams`,
+        `  (breakdown rows \`edge-js\` and \`edge-js@0\`).`,
       );
       const t = (name: string, c: number, k: "ttft_ms" | "total_ms") => breakdown[name]?.[c]?.[k].p50 ?? Number.NaN;
       const ttft = [t("direct", 1, "ttft_ms"), t("direct@0", 1, "ttft_ms")];
@@ -595,7 +620,7 @@ function reading(results: ConcurrencyResult[], breakdown: Breakdown | null, core
     });
     if (parts.length > 0) {
       out.push(
-        `- Per chunk and per request (workerd CPU through the edge, paced vs unpaced): ${parts.join("; ")}.`,
+        `- Per chunk and per request (workerd CPU through the edge's JS relay, paced vs unpaced): ${parts.join("; ")}.`,
         "  A wake-up costs more in an idle isolate (1 stream) than in a busy one (64 streams). The per-request part is paid once",
         "  (routes, key, frame, the fetch to the node, the response). Estimates from short runs with /proc's 10 ms CPU ticks: an order",
         "  of magnitude, not a decimal.",
@@ -604,13 +629,21 @@ function reading(results: ConcurrencyResult[], breakdown: Breakdown | null, core
     const follows = cpu("raw-loop@0", 64) > cpu("raw-loop", 64) && cpu("stream@0", 64) > cpu("stream", 64);
     out.push(
       `- Where workerd's CPU goes at 64 streams, paced (ms per request): the node's bytes passed through ${f1(cpu("pass", 64))}; a JavaScript loop`,
-      `  over the same chunks ${f1(cpu("raw-loop", 64))}; the stream path (decode, validate, relay, OpenAI framing) ${f1(cpu("stream", 64))}; the whole edge ${f1(cpu("edge", 64))}.`,
+      `  over the same chunks ${f1(cpu("raw-loop", 64))}; the stream path (decode, validate, relay, OpenAI framing) ${f1(cpu("stream", 64))}; the whole edge with`,
+      `  its JS relay ${f1(cpu("edge-js", 64))}, with the native relay ${f1(cpu("edge", 64))}.`,
       `  Unpaced, the same loop costs ${f1(cpu("raw-loop@0", 64))} and the stream path ${f1(cpu("stream@0", 64))}${follows ? ": the cost follows the chunks" : ""}.`,
+    );
+    const t64 = (name: string, q: "p50" | "p99") => breakdown[name]?.[64]?.ttft_ms[q] ?? Number.NaN;
+    const less = cpu("edge", 64) < cpu("edge-js", 64) && cpu("edge", 1) < cpu("edge-js", 1);
+    out.push(
+      `- The native relay vs the JS relay (breakdown rows \`edge\` and \`edge-js\`, same moment, same node): workerd CPU per request`,
+      `  ${f1(cpu("edge", 1))} vs ${f1(cpu("edge-js", 1))} ms at 1 stream, ${f1(cpu("edge", 64))} vs ${f1(cpu("edge-js", 64))} ms at 64 streams${less ? " (less with the native relay at both)" : ""};`,
+      `  TTFT p50 / p99 at 64 streams ${f1(t64("edge", "p50"))} / ${f1(t64("edge", "p99"))} vs ${f1(t64("edge-js", "p50"))} / ${f1(t64("edge-js", "p99"))} ms (direct ${f1(t64("direct", "p50"))} / ${f1(t64("direct", "p99"))}).`,
     );
     const tt = (name: string) => breakdown[name]?.[1]?.ttft_ms.p50 ?? Number.NaN;
     out.push(
       `- The first token at 1 stream (breakdown TTFT p50 minus direct's): through workerd passing bytes ${signed(tt("pass") - tt("direct"))} ms, the stream`,
-      `  path ${signed(tt("stream") - tt("direct"))} ms, the whole edge ${signed(tt("edge") - tt("direct"))} ms: the hop through workerd, the stream path, and the`,
+      `  path ${signed(tt("stream") - tt("direct"))} ms, the whole edge ${signed(tt("edge-js") - tt("direct"))} ms with its JS relay, ${signed(tt("edge") - tt("direct"))} ms with the native relay: the hop through workerd, the stream path, and the`,
       "  routes (key, validation, prompt, router, frame; the root key here, so no rate-limiter call) each add their share once per",
       "  request, and pacing does not change them (short runs: indicative).",
     );
@@ -676,10 +709,13 @@ function renderMarkdown(results: ConcurrencyResult[], breakdown: Breakdown | nul
     "  the same on both paths); the prompt is text only (no image work on either path). The node runs with its default output",
     `  pacing (\`--stream-interval-ms ${DEFAULT_STREAM_INTERVAL_MS}\`: a prompt's first token written at once, later tokens at most once per ${DEFAULT_STREAM_INTERVAL_MS} ms, the end at once;`,
     "  docs/gpu-node.md); **node chunks/req** is how many writes it made per request (its `qvl_node_stream_writes_total`).",
-    "- **direct**: `POST {node}/v1/generate` with the frame the edge would send, the node's SSE read to its end.",
+    "- **direct**: `POST {node}/v1/generate` with the frame the edge would send (with `output`: the node writes the OpenAI chunks),",
+    "  the node's SSE read to its end.",
     `- **edge**: \`POST {edge}/v1/chat/completions\` (\`stream: true\`, \`max_tokens: ${MAX_TOKENS}\`, \`temperature: ${TEMPERATURE}\` so the`,
     "  result cache stays out of it, usage chunk) to the built Worker (`wrangler deploy --dry-run`, bindings from wrangler.toml, the",
     "  root key) in workerd through a Miniflare direct socket (no entry worker, no Node proxy), the node as a static pool node.",
+    "  The request qualifies for the native relay (one prompt, usage chunk, nothing cached; every response checked for",
+    "  `x-relay: native`): the edge reads the node's bytes in JavaScript only up to the first output, then pipes them natively.",
     "- **TTFT**: from sending the request to the first SSE event carrying text; **total**: to the end of the stream. Client: undici,",
     `  keep-alive ${KEEP_ALIVE_MS / 1000} s. The two paths alternate in blocks, which goes first alternating (${meta.rounds} rounds; at 1 stream`,
     `  ${C1_BLOCK} requests per block; at 64 streams ${C64_PER_STREAM} per stream per block, each stream's first and last not counted, so`,
@@ -713,7 +749,7 @@ function renderMarkdown(results: ConcurrencyResult[], breakdown: Breakdown | nul
       "",
       `Short runs after the main blocks (1 stream: one block of ${BREAKDOWN_C1} requests; 64 streams: one block of ${BREAKDOWN_C64_PER_STREAM} per stream), the stream path taken apart in`,
       "`bench/lib/gateway-variants.ts`, same request; the rows marked `@0` go to a second node with pacing off (`--stream-interval-ms 0`:",
-      "one chunk per token), the `edge@0` row through a second workerd with the same Worker. workerd's CPU per request is the figure",
+      "one chunk per token), the `edge-js` rows through more workerds with the same Worker and `EDGE_RELAY=js`. workerd's CPU per request is the figure",
       "to compare (it is what saturates first); the TTFTs of short runs are indicative. A path that falls behind gets several tokens",
       "per chunk from the node (it writes what is ready together), so at 64 streams chunks/req and CPU per request of a slow path",
       "understate its cost per token.",
@@ -820,8 +856,9 @@ async function main(): Promise<void> {
   const blocks: Block[] = [];
   let breakdown: Breakdown | null = null;
   const agents: Agent[] = [];
-  const edgeBindings = (nodeUrl: string) => ({
+  const edgeBindings = (nodeUrl: string, relay: "native" | "js" = "native") => ({
     ...workerOptions.bindings,
+    ...(relay === "js" ? { EDGE_RELAY: "js" } : {}),
     EDGE_API_KEY: EDGE_KEY,
     NODE_SECRET,
     POOL_STATIC_NODES: JSON.stringify([{ id: "bench-node", url: nodeUrl, variant: "qwen-vl-chat", capacity: 128, engine: "simulated" }]),
@@ -886,18 +923,29 @@ async function main(): Promise<void> {
             ...(workerOptions as object),
             modules: true,
             scriptPath,
-            bindings: edgeBindings(unpaced.url),
+            bindings: edgeBindings(unpaced.url, "js"),
           } as MiniflareOptions);
           stops.push(() => edge0.mf.dispose());
+          const edgeJs = await startWorkerd({
+            ...(workerOptions as object),
+            modules: true,
+            scriptPath,
+            bindings: edgeBindings(node.url, "js"),
+          } as MiniflareOptions);
+          stops.push(() => edgeJs.mf.dispose());
           const vpids: Pids = { node: nodePid, workerd: variants.pid, nodeUrl: node.url, intervalMs: DEFAULT_STREAM_INTERVAL_MS };
           const upids = (workerd: number | undefined): Pids => ({ node: unpaced.child.pid, workerd, nodeUrl: unpaced.url, intervalMs: 0 });
           const all: Array<[Target, Pids]> = [
             [targets.direct, pids],
             ...["pass", "raw-loop", "stream"].map((v): [Target, Pids] => [variantTarget(variants.origin, v), vpids]),
             [targets.edge, pids],
-            [{ ...directTarget(unpaced.url), name: "direct@0" }, upids(edge0.pid)],
+            [
+              { ...edgeTarget(edgeJs.origin, "js"), name: "edge-js" },
+              { ...pids, workerd: edgeJs.pid },
+            ],
+            [{ ...directTarget(unpaced.url, false), name: "direct@0" }, upids(edge0.pid)],
             ...["raw-loop", "stream"].map((v): [Target, Pids] => [variantTarget(variants.origin, v, true), upids(variants.pid)]),
-            [{ ...edgeTarget(edge0.origin), name: "edge@0" }, upids(edge0.pid)],
+            [{ ...edgeTarget(edge0.origin, "js"), name: "edge-js@0" }, upids(edge0.pid)],
           ];
           for (const [t] of all) if (!agents.includes(t.agent)) agents.push(t.agent);
           for (const [t] of all) for (let i = 0; i < 3; i++) await warmOnce(t);

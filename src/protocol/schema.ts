@@ -3,7 +3,9 @@
  *
  * POST /v1/generate, `Authorization: Bearer <node secret>`, body a frame (see frame.ts):
  *   u32 big-endian header length | JSON header (GenerateHeader) | tensor bytes.
- * The answer is `text/event-stream` of NodeEvent (see events.ts).
+ * The answer is `text/event-stream` of NodeEvent (see events.ts), or, when the header asks for it
+ * (`output`, below), the client's own bytes: OpenAI `chat.completion.chunk` SSE, so that the edge can
+ * pass them through without JavaScript per chunk.
  */
 import { z } from "zod";
 
@@ -87,6 +89,38 @@ export const Sampling = z.object({
 });
 export type Sampling = z.infer<typeof Sampling>;
 
+/**
+ * `output: {format: "openai-chat", …}`: the node writes OpenAI `chat.completion.chunk` SSE itself, byte
+ * for byte what the edge's relay (src/stream/openai.ts) would write for the same events: the role chunk,
+ * content deltas, the finish chunk, the usage chunk when `include_usage`, `data: [DONE]`; `: keep-alive`
+ * after `keep_alive_ms` without output; an error after output started as `data: {"error":…}` then
+ * `data: [DONE]`. Until its first output the node still speaks the protocol: an error before any output is
+ * an `event: error` (so the edge can retry elsewhere), and keep-alive comments may precede the output.
+ * The node says it honoured the field with the response header `x-output: openai-chat` (OUTPUT_HEADER); a
+ * node that ignores it answers with events as before.
+ */
+export const OpenAIChatOutput = z.object({
+  format: z.literal("openai-chat"),
+  /** `chatcmpl-…` */
+  id: z.string().min(1).max(128),
+  /** Unix seconds. */
+  created: z.number().int().min(0),
+  /** The model name the client asked for. */
+  model: z.string().min(1).max(128),
+  include_usage: z.boolean().default(false),
+  /** Per-token logprobs in the chunks (the request asked for `logprobs`; `sampling.logprobs` set). */
+  logprobs: z.boolean().default(false),
+  /** "sum": prompts are different prompts; "once": one prompt sampled `n` times (OpenAI counts it once). */
+  prompt_tokens: z.enum(["sum", "once"]).default("sum"),
+  /** A `: keep-alive` comment after this long without output; 0: none. */
+  keep_alive_ms: z.number().int().min(0).max(600_000).default(10_000),
+});
+export type OpenAIChatOutput = z.infer<typeof OpenAIChatOutput>;
+export type OpenAIChatOutputInput = z.input<typeof OpenAIChatOutput>;
+
+/** The node's response header naming the output format it wrote (absent: protocol events). */
+export const OUTPUT_HEADER = "x-output";
+
 export const GenerateHeader = z
   .object({
     version: z.literal(PROTOCOL_VERSION),
@@ -97,6 +131,8 @@ export const GenerateHeader = z
     sampling: Sampling,
     /** Time budget in milliseconds from when the node receives the request (relative: no clock skew). */
     deadline_ms: z.number().int().min(1).max(600_000).optional(),
+    /** Write the client's bytes instead of protocol events (see OpenAIChatOutput). */
+    output: OpenAIChatOutput.optional(),
   })
   .superRefine((h, ctx) => {
     for (const [p, prompt] of h.prompts.entries()) {

@@ -19,9 +19,10 @@ import type { AppEnv, Env } from "../env";
 import type { UsageOutcome } from "../middleware/api-key";
 import { waitUntil } from "../middleware/rate-limit";
 import { getPoolRouter } from "../pool/router";
-import type { ModelVariant, NodeEvent, Segment } from "../protocol/index";
-import { type GenerateSampling, generate, samplingFor } from "./generate";
+import type { ModelVariant, NodeEvent, OpenAIChatOutputInput, Segment } from "../protocol/index";
+import { type GenerateSampling, generate, generateOutput, samplingFor } from "./generate";
 import { imageCacheDetail, imageServerTiming, type PreparedImage } from "./images";
+import type { NodeBytes } from "./node-client";
 
 export type ResultCacheStatus = "hit" | "coalesced" | "miss" | "bypass" | "off";
 
@@ -101,14 +102,42 @@ function storeWhenComplete(c: Context<AppEnv>, key: string, flight: Flight): Pro
   return stored.catch(() => {});
 }
 
+/** "off" / "bypass" when the answer is neither shared nor stored (straight from the GPU), else null. */
+function unsharedStatus(c: Context<AppEnv>, plan: AnswerPlan): "off" | "bypass" | null {
+  if (!isDeterministic(samplingFor(plan.sampling))) return "off";
+  // No result store configured (RESULT_CACHE unbound, or a TTL of 0): no result layer, and no coalescing either.
+  if (!c.env.RESULT_CACHE || c.get("config").cache.resultTtlS <= 0) return "off";
+  if (!plan.policy.read && !plan.policy.write) return "bypass";
+  return null;
+}
+
+/** An answer the node wrote as the client's bytes (see `answerOutput`). */
+export interface BytesAnswer extends Omit<Answer, "events"> {
+  bytes: NodeBytes;
+}
+
+/**
+ * `answer`, except that an answer that is neither shared nor stored (`result=off` or `bypass`) is asked
+ * of the node as the client's own bytes (the frame's `output`), for the native relay. An answer that
+ * goes through the result cache or coalescing takes `answer`'s path unchanged, as does one from a node
+ * that did not honour `output`: both come back as events.
+ */
+export async function answerOutput(c: Context<AppEnv>, plan: AnswerPlan, output: OpenAIChatOutputInput): Promise<Answer | BytesAnswer> {
+  await c.get("admitted")?.();
+  const result = unsharedStatus(c, plan);
+  if (!result) return answer(c, plan);
+  const generation = await generateOutput(c, { ...plan, images: await tensorsOf(plan.images), signal: plan.signal }, output);
+  const { output: out } = generation;
+  const common = { engine: out.engine, queueMs: generation.queueMs, hit: false, result, release: generation.release };
+  return out.kind === "bytes" ? { ...common, bytes: out } : { ...common, events: out.events };
+}
+
 export async function answer(c: Context<AppEnv>, plan: AnswerPlan): Promise<Answer> {
   // The rate limiter's decision has travelled while the images were looked up; nothing is answered without it.
   await c.get("admitted")?.();
   const sampling = samplingFor(plan.sampling);
-  if (!isDeterministic(sampling)) return live(c, plan, "off");
-  // No result store configured (RESULT_CACHE unbound, or a TTL of 0): no result layer, and no coalescing either.
-  if (!c.env.RESULT_CACHE || c.get("config").cache.resultTtlS <= 0) return live(c, plan, "off");
-  if (!plan.policy.read && !plan.policy.write) return live(c, plan, "bypass");
+  const unshared = unsharedStatus(c, plan);
+  if (unshared) return live(c, plan, unshared);
   const engines = await engineTag(c.env, plan.variant);
   if (!engines) return live(c, plan, "miss"); // no live node: the dispatch answers 503
   const key = await resultKey({
@@ -166,7 +195,7 @@ export async function answer(c: Context<AppEnv>, plan: AnswerPlan): Promise<Answ
 }
 
 /** The headers every answer carries: engine, request id, the cache verdicts and the timings. */
-export function answerHeaders(c: Context<AppEnv>, ans: Answer, images: PreparedImage[]): Record<string, string> {
+export function answerHeaders(c: Context<AppEnv>, ans: Omit<Answer, "events">, images: PreparedImage[]): Record<string, string> {
   return {
     "x-engine": ans.engine,
     "x-request-id": c.get("requestId"),

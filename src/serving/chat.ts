@@ -3,13 +3,31 @@
  * `image_url` parts (https URL or data URI); `n` > 1 samples the same prompt n times in one node request
  * (one vision pass). `quality` (`exact` | `fast`, not an OpenAI field) chooses the preprocessing of every
  * image; unset, the key's default. Answers go through the caches (./answer.ts).
+ *
+ * Two relays for `stream: true` (`x-relay` says which):
+ * - `native`: one prompt (`n` = 1), `stream_options.include_usage`, and an answer that is neither shared
+ *   nor stored (`result=off` / `bypass`): the node writes the client's chunks itself (the frame's
+ *   `output`) and the edge passes them through without JavaScript per chunk (src/stream/native.ts). The
+ *   usage chunk is what tells the edge the answer's token counts (usage and quota) without reading every
+ *   chunk, hence `include_usage`.
+ * - `js`: everything else (cached or coalesced answers, `n` > 1, no usage chunk, a node that did not
+ *   honour `output`): node events framed here (`relaySse` + `ChatCompletionFramer`).
+ * `EDGE_RELAY=js` (a var) turns the native relay off.
  */
 import type { Context } from "hono";
 import { requestCachePolicy } from "../cache/policy";
 import type { AppEnv } from "../env";
 import { chatPrompt } from "../prompt/index";
-import { ChatCompletionFramer, chatCompletionId, collectChatCompletion, relaySse, sseResponse } from "../stream/index";
-import { answer, answerHeaders, usageReporter } from "./answer";
+import {
+  ChatCompletionFramer,
+  chatCompletionId,
+  chatOutputField,
+  collectChatCompletion,
+  relayNative,
+  relaySse,
+  sseResponse,
+} from "../stream/index";
+import { type Answer, type AnswerPlan, answer, answerHeaders, answerOutput, type BytesAnswer, usageReporter } from "./answer";
 import { imageContext, imageQuality, imageQualityHeaders, prepareImages } from "./images";
 import { resolveModel } from "./model";
 import { ChatCompletionRequest } from "./schemas";
@@ -30,7 +48,18 @@ export async function serveChatCompletion(c: Context<AppEnv>): Promise<Response>
     quality,
   );
   const n = body.n ?? 1;
-  const ans = await answer(c, {
+  const includeUsage = body.stream_options?.include_usage ?? false;
+  const options = {
+    id: chatCompletionId(),
+    created: Math.floor(Date.now() / 1000),
+    model,
+    choices: n,
+    includeUsage,
+    logprobs: body.logprobs ?? false,
+    promptTokens: n > 1 ? ("once" as const) : ("sum" as const),
+  };
+  const native = body.stream === true && n === 1 && includeUsage && (c.env as { EDGE_RELAY?: string }).EDGE_RELAY !== "js";
+  const plan: AnswerPlan = {
     variant,
     prompts: Array.from({ length: n }, () => prompt.segments),
     images,
@@ -44,18 +73,22 @@ export async function serveChatCompletion(c: Context<AppEnv>): Promise<Response>
     },
     policy,
     signal,
-  });
-  const report = usageReporter(c, images.length, ans.hit);
-  const options = {
-    id: chatCompletionId(),
-    created: Math.floor(Date.now() / 1000),
-    model,
-    choices: n,
-    includeUsage: body.stream_options?.include_usage ?? false,
-    logprobs: body.logprobs ?? false,
-    promptTokens: n > 1 ? ("once" as const) : ("sum" as const),
   };
+  const ans: Answer | BytesAnswer = native
+    ? await answerOutput(c, plan, chatOutputField(options, config.stream.keepAliveMs))
+    : await answer(c, plan);
+  const report = usageReporter(c, images.length, ans.hit);
   const headers = { ...answerHeaders(c, ans, images), ...imageQualityHeaders(quality, images) };
+  if ("bytes" in ans) {
+    const stream = relayNative(ans.bytes.head, ans.bytes.body, {
+      signal,
+      onEnd: (outcome, usage) => {
+        ans.release();
+        report(outcome === "complete", usage ?? undefined);
+      },
+    });
+    return sseResponse(stream, { headers: { ...headers, "x-relay": "native" } });
+  }
   if (body.stream) {
     const framer = new ChatCompletionFramer(options);
     const stream = relaySse(ans.events, framer, {
@@ -66,7 +99,7 @@ export async function serveChatCompletion(c: Context<AppEnv>): Promise<Response>
         report(outcome === "complete", framer.state.usage());
       },
     });
-    return sseResponse(stream, { headers });
+    return sseResponse(stream, { headers: { ...headers, "x-relay": "js" } });
   }
   try {
     const collected = await collectChatCompletion(ans.events, options);

@@ -8,8 +8,15 @@ import type { AppEnv } from "../env";
 import { ApiError } from "../errors";
 import type { CallerLocation } from "../pool/region";
 import { getPoolRouter } from "../pool/router";
-import { describeTensors, type GenerateHeaderInput, type ModelVariant, PROTOCOL_VERSION, type Segment } from "../protocol/index";
-import { NodeCallError, type NodeStream, openNodeStream } from "./node-client";
+import {
+  describeTensors,
+  type GenerateHeaderInput,
+  type ModelVariant,
+  type OpenAIChatOutputInput,
+  PROTOCOL_VERSION,
+  type Segment,
+} from "../protocol/index";
+import { NodeCallError, type NodeOutput, type NodeStream, type OpenStreamOptions, openNodeOutput, openNodeStream } from "./node-client";
 
 export interface GenerateSampling {
   max_tokens?: number;
@@ -59,6 +66,39 @@ export function samplingFor(sampling: GenerateSampling): ResultSampling {
 }
 
 export async function generate(c: Context<AppEnv>, options: GenerateOptions): Promise<Generation> {
+  const routed = await dispatch(c, options, undefined, openNodeStream, (s) => s.events.cancel().catch(() => {}));
+  return { stream: routed.value, release: routed.release, queueMs: routed.queueMs };
+}
+
+export interface OutputGeneration {
+  /** The client's bytes (the node honoured `output`), or events (a node that did not). */
+  output: NodeOutput;
+  release: () => void;
+  queueMs: number;
+}
+
+/**
+ * Like generate, with the frame's `output` set: the node writes the client's bytes itself, and the
+ * dispatch (retries, hedging) settles on the node's first output (`openNodeOutput`).
+ */
+export async function generateOutput(
+  c: Context<AppEnv>,
+  options: GenerateOptions,
+  output: OpenAIChatOutputInput,
+): Promise<OutputGeneration> {
+  const routed = await dispatch(c, options, output, openNodeOutput, (o) =>
+    (o.kind === "bytes" ? o.body : o.events).cancel().catch(() => {}),
+  );
+  return { output: routed.value, release: routed.release, queueMs: routed.queueMs };
+}
+
+async function dispatch<T>(
+  c: Context<AppEnv>,
+  options: GenerateOptions,
+  output: OpenAIChatOutputInput | undefined,
+  open: (o: OpenStreamOptions) => Promise<T>,
+  discard: (value: T) => void,
+): Promise<{ value: T; release: () => void; queueMs: number }> {
   const secret = c.env.NODE_SECRET;
   if (!secret) throw new ApiError("no_capacity", "No model servers are configured.", { retryAfter: 30 });
   const header: GenerateHeaderInput = {
@@ -68,6 +108,7 @@ export async function generate(c: Context<AppEnv>, options: GenerateOptions): Pr
     prompts: options.prompts,
     images: await describeTensors(options.images.map((i) => ({ dtype: "f16" as const, bytes: i.tensor, sha256: i.sha256 }))),
     sampling: samplingFor(options.sampling),
+    ...(output ? { output } : {}),
   };
   const tensors = options.images.map((i) => i.tensor);
   const started = performance.now();
@@ -77,12 +118,10 @@ export async function generate(c: Context<AppEnv>, options: GenerateOptions): Pr
       region: c.req.raw.cf as CallerLocation | undefined,
       signal: options.signal,
       hedgeAfterMs: c.get("config").pool.hedgeAfterMs,
-      attempt: (node, signal) => openNodeStream({ node, secret, header, tensors, signal }),
-      discard: (s: NodeStream) => {
-        s.events.cancel().catch(() => {});
-      },
+      attempt: (node, signal) => open({ node, secret, header, tensors, signal }),
+      discard,
     });
-    return { stream: routed.value, release: routed.release, queueMs: performance.now() - started };
+    return { value: routed.value, release: routed.release, queueMs: performance.now() - started };
   } catch (err) {
     if (err instanceof NodeCallError) {
       throw new ApiError("node_error", "The model server could not process the request.", { cause: err });

@@ -17,7 +17,8 @@
  * out mid-answer) is `length`, OpenAI's reason for an answer cut by a budget; `cancelled` is `stop`.
  */
 import { type ApiError, sseErrorFrame } from "../errors";
-import type { DoneEvent, ErrorEvent, NodeEvent, TokenEvent } from "../protocol/events";
+import { type DoneEvent, type ErrorEvent, encodeEvent, type NodeEvent, type TokenEvent } from "../protocol/events";
+import type { OpenAIChatOutput, OpenAIChatOutputInput } from "../protocol/schema";
 import {
   apiErrorFromNode,
   drainSource,
@@ -285,6 +286,74 @@ export class ChatCompletionFramer implements SseFramer {
   fail(error?: unknown): string {
     this.state.error ??= upstreamBrokenError(error);
     return sseErrorFrame(this.state.error);
+  }
+}
+
+/** The frame's `output` field asking a node for these chunks (see OpenAIChatOutput in the protocol). */
+export function chatOutputField(options: ChatCompletionOptions, keepAliveMs: number): OpenAIChatOutputInput {
+  if (options.systemFingerprint !== undefined || options.mapError !== undefined) {
+    throw new TypeError("chatOutputField: a node frames with the default fingerprint and error mapping only");
+  }
+  return {
+    format: "openai-chat",
+    id: options.id,
+    created: options.created,
+    model: options.model,
+    include_usage: options.includeUsage ?? false,
+    logprobs: options.logprobs ?? false,
+    prompt_tokens: options.promptTokens ?? "sum",
+    keep_alive_ms: keepAliveMs,
+  };
+}
+
+/** The framer's options from a frame's `output` field (the node side of chatOutputField). */
+export function chatOptionsFromOutput(output: OpenAIChatOutput, prompts: number): ChatCompletionOptions {
+  return {
+    id: output.id,
+    created: output.created,
+    model: output.model,
+    choices: prompts,
+    includeUsage: output.include_usage,
+    logprobs: output.logprobs,
+    promptTokens: output.prompt_tokens,
+  };
+}
+
+/**
+ * What a node writes when the frame asks for `openai-chat` output: each write's events through the same
+ * framer the edge's relay uses, so the bytes are the relay's for the same batches. Until something was
+ * written for the client, an error event stays a protocol `event: error` (the edge may retry it on
+ * another node, as it does when a node's first event is an error); after that it is the client's error
+ * frame. `finish()` closes a stream that ended before the framer did (the relay's `fail()`: an error
+ * frame after output, nothing before).
+ */
+export class ChatCompletionOutput {
+  readonly framer: ChatCompletionFramer;
+  /** Client bytes have been written. */
+  started = false;
+  /** The output is finished: nothing more is written. */
+  ended = false;
+
+  constructor(options: ChatCompletionOptions) {
+    this.framer = new ChatCompletionFramer(options);
+  }
+
+  frame(events: readonly NodeEvent[]): string {
+    if (this.ended || events.length === 0) return "";
+    if (!this.started && events[0].type === "error") {
+      this.ended = true;
+      return encodeEvent(events[0]);
+    }
+    const { text, end } = this.framer.frame(events);
+    if (text !== "") this.started = true;
+    if (end) this.ended = true;
+    return text;
+  }
+
+  finish(): string {
+    if (this.ended) return "";
+    this.ended = true;
+    return this.started ? this.framer.fail() : "";
   }
 }
 

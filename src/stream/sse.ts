@@ -165,13 +165,13 @@ function readyOrNot<T>(read: Promise<T>): Promise<T | typeof NOT_READY> {
   });
 }
 
-interface Identity {
+export interface Identity {
   readable: ReadableStream<Uint8Array>;
   writable: WritableStream<Uint8Array>;
 }
 
 /** workerd's native pass-through stream; a plain TransformStream elsewhere (Node tests, tools). */
-function identityStream(): Identity {
+export function identityStream(): Identity {
   const Native = (globalThis as { IdentityTransformStream?: new () => Identity }).IdentityTransformStream;
   return Native ? new Native() : (new TransformStream<Uint8Array, Uint8Array>() as Identity);
 }

@@ -46,20 +46,26 @@ describe("the public API through the edge (healthy node + a node that fails befo
 
   it("streams a chat completion with an image; usage chunk; the tensor arrived intact", async () => {
     const dune = item("dune_1.8mp.jpg");
-    const stream = await client.chat.completions.create({
-      model: "qwen-vl-chat",
-      stream: true,
-      stream_options: { include_usage: true },
-      messages: [
-        {
-          role: "user",
-          content: [
-            { type: "image_url", image_url: { url: dataUri(dune.file, "image/jpeg") } },
-            { type: "text", text: "What is in this picture?" },
-          ],
-        },
-      ],
-    });
+    const { data: stream, response } = await client.chat.completions
+      .create({
+        model: "qwen-vl-chat",
+        stream: true,
+        stream_options: { include_usage: true },
+        messages: [
+          {
+            role: "user",
+            content: [
+              { type: "image_url", image_url: { url: dataUri(dune.file, "image/jpeg") } },
+              { type: "text", text: "What is in this picture?" },
+            ],
+          },
+        ],
+      })
+      .withResponse();
+    // One prompt, a usage chunk, nothing cached: the node's own chunks, passed through natively.
+    expect(response.headers.get("x-relay")).toBe("native");
+    expect(response.headers.get("x-engine")).toBe("simulated");
+    expect(response.headers.get("server-timing")).toMatch(/queue;dur=/);
     let text = "";
     let finish: string | null = null;
     let usage: OpenAI.CompletionUsage | undefined | null;
@@ -97,15 +103,34 @@ describe("the public API through the edge (healthy node + a node that fails befo
     for (const choice of res.choices) expect(choice.message.content).toContain(`sha256=${item("coffee.png").reference_f16_sha256}`);
   });
 
-  it("the raw SSE stream ends with data: [DONE] and is labelled text/event-stream", async () => {
-    const res = await fetch(`${stack.edge}/v1/chat/completions`, {
-      method: "POST",
-      headers: { authorization: `Bearer ${stack.key}`, "content-type": "application/json" },
-      body: JSON.stringify({ stream: true, messages: [{ role: "user", content: "Hello <|im_start|>system" }] }),
-    });
-    expect(res.headers.get("content-type")).toMatch(/^text\/event-stream/);
-    const events = await sse(res);
+  it("the raw SSE stream ends with data: [DONE] and is labelled text/event-stream, through either relay", async () => {
+    const post = (extra: object) =>
+      fetch(`${stack.edge}/v1/chat/completions`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${stack.key}`, "content-type": "application/json" },
+        body: JSON.stringify({ stream: true, messages: [{ role: "user", content: "Hello <|im_start|>system" }], ...extra }),
+      });
+    const js = await post({});
+    expect(js.headers.get("content-type")).toMatch(/^text\/event-stream/);
+    expect(js.headers.get("x-relay")).toBe("js"); // no usage chunk: the edge frames the node's events
+    const jsEvents = await sse(js);
+    expect(jsEvents.at(-1)?.data).toBe("[DONE]");
+
+    const native = await post({ stream_options: { include_usage: true } });
+    expect(native.headers.get("content-type")).toMatch(/^text\/event-stream/);
+    expect(native.headers.get("x-relay")).toBe("native");
+    const events = await sse(native);
     expect(events.at(-1)?.data).toBe("[DONE]");
+    const usage = JSON.parse(events.at(-2)!.data);
+    expect(usage).toMatchObject({ object: "chat.completion.chunk", choices: [], usage: { completion_tokens: expect.any(Number) } });
+    // The same answer as the JS relay's (the simulated engine answers a prompt deterministically).
+    const content = (es: typeof events) =>
+      es
+        .filter((e) => e.data.startsWith("{"))
+        .map((e) => JSON.parse(e.data).choices?.[0]?.delta?.content ?? "")
+        .join("");
+    expect(content(events)).toBe(content(jsEvents));
+    expect(content(events)).toContain("[simulated]");
   });
 
   it("captions a raw EXIF-rotated phone photo (streamed), tensor oriented", async () => {
@@ -193,6 +218,31 @@ describe("the public API through the edge (healthy node + a node that fails befo
     expect(metricValue(await stack.nodes.get("broken")!.metrics(), "qvl_node_requests_total")).toBeGreaterThan(before);
   });
 
+  it("native relay: a node failing before its first output is retried on the other node (streaming)", async () => {
+    const before = metricValue(await stack.nodes.get("broken")!.metrics(), "qvl_node_requests_total");
+    const deadline = Date.now() + 30_000;
+    let sent = 0;
+    while (Date.now() < deadline && sent < 200) {
+      const { data: stream, response } = await client.chat.completions
+        .create({
+          model: "qwen-vl-chat",
+          stream: true,
+          stream_options: { include_usage: true },
+          messages: [{ role: "user", content: "ping" }],
+          max_tokens: 8,
+        })
+        .withResponse();
+      expect(response.headers.get("x-relay")).toBe("native");
+      let text = "";
+      for await (const chunk of stream) text += chunk.choices[0]?.delta?.content ?? "";
+      expect(text).toContain("[simulated]");
+      sent++;
+      if (metricValue(await stack.nodes.get("broken")!.metrics(), "qvl_node_requests_total") > before) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    expect(metricValue(await stack.nodes.get("broken")!.metrics(), "qvl_node_requests_total")).toBeGreaterThan(before);
+  });
+
   it("no node for a model → 503 no_capacity with Retry-After", async () => {
     const res = await fetch(`${stack.edge}/v1/captions?model=qwen-vl`, {
       method: "POST",
@@ -225,32 +275,45 @@ describe("faults after the first token, and cancellation", () => {
   }, 180_000);
   afterAll(async () => stack?.stop(), 30_000);
 
-  it("killed mid-stream: an error frame, then [DONE]; the official client raises", async () => {
-    const res = await fetch(`${stack.edge}/v1/chat/completions`, {
-      method: "POST",
-      headers: { authorization: `Bearer ${stack.key}`, "content-type": "application/json" },
-      body: JSON.stringify({ stream: true, messages: [{ role: "user", content: "tell me a story" }] }),
-    });
-    expect(res.status).toBe(200);
-    const events = await sse(res);
-    expect(events.at(-1)?.data).toBe("[DONE]");
-    const error = JSON.parse(events.at(-2)!.data);
-    expect(error.error).toMatchObject({ code: expect.any(String), message: expect.any(String) });
-    expect(events.some((e) => e.data.includes('"content"'))).toBe(true); // tokens came first
+  it("killed mid-stream: an error frame, then [DONE]; the official client raises (both relays)", async () => {
+    const errors: string[] = [];
+    for (const [relay, extra] of [
+      ["js", {}],
+      ["native", { stream_options: { include_usage: true } }],
+    ] as const) {
+      const res = await fetch(`${stack.edge}/v1/chat/completions`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${stack.key}`, "content-type": "application/json" },
+        body: JSON.stringify({ stream: true, messages: [{ role: "user", content: "tell me a story" }], ...extra }),
+      });
+      expect(res.status).toBe(200);
+      expect(res.headers.get("x-relay")).toBe(relay);
+      const events = await sse(res);
+      expect(events.at(-1)?.data).toBe("[DONE]");
+      const error = JSON.parse(events.at(-2)!.data);
+      expect(error.error).toMatchObject({ code: expect.any(String), message: expect.any(String) });
+      errors.push(events.at(-2)!.data);
+      expect(events.some((e) => e.data.includes('"content"'))).toBe(true); // tokens came first
+      expect(events.some((e) => e.data.includes('"usage":{'))).toBe(false); // no usage chunk after a failure
+    }
+    expect(errors[1]).toBe(errors[0]); // the same error frame from the node as from the edge
 
     const client = new OpenAI({ apiKey: stack.key, baseURL: `${stack.edge}/v1`, maxRetries: 0 });
-    const stream = await client.chat.completions.create({
-      model: "qwen-vl-chat",
-      stream: true,
-      messages: [{ role: "user", content: "again" }],
-    });
-    await expect(
-      (async () => {
-        for await (const _ of stream) {
-          // read until it throws
-        }
-      })(),
-    ).rejects.toThrow();
+    for (const stream_options of [undefined, { include_usage: true }]) {
+      const stream = await client.chat.completions.create({
+        model: "qwen-vl-chat",
+        stream: true,
+        ...(stream_options ? { stream_options } : {}),
+        messages: [{ role: "user", content: "again" }],
+      });
+      await expect(
+        (async () => {
+          for await (const _ of stream) {
+            // read until it throws
+          }
+        })(),
+      ).rejects.toThrow();
+    }
   });
 
   it("a client that goes away cancels the work on the node", async () => {
@@ -273,5 +336,73 @@ describe("faults after the first token, and cancellation", () => {
       after = metricValue(await node.metrics(), "qvl_node_requests_total", { outcome: "cancelled" });
     }
     expect(after).toBe(before + 1);
+  });
+});
+
+describe("the native relay: a client that goes away, a node that dies", () => {
+  let stack: Stack;
+
+  beforeAll(async () => {
+    stack = await startStack([{ id: "slowchat", simulate: "tokens_per_s=5,prefill_ms=5" }]);
+  }, 180_000);
+  afterAll(async () => stack?.stop(), 30_000);
+
+  it("native relay: a client that goes away cancels the work on the node", async () => {
+    const node = stack.nodes.get("slowchat")!;
+    const before = metricValue(await node.metrics(), "qvl_node_requests_total", { outcome: "cancelled" });
+    const controller = new AbortController();
+    const res = await fetch(`${stack.edge}/v1/chat/completions`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${stack.key}`, "content-type": "application/json" },
+      body: JSON.stringify({
+        stream: true,
+        stream_options: { include_usage: true },
+        messages: [{ role: "user", content: "tell me a long story" }],
+      }),
+      signal: controller.signal,
+    });
+    expect(res.headers.get("x-relay")).toBe("native");
+    const reader = res.body!.getReader();
+    await reader.read(); // the first bytes: the node is generating (slowly)
+    controller.abort();
+    const deadline = Date.now() + 15_000;
+    let after = before;
+    while (Date.now() < deadline && after === before) {
+      await new Promise((r) => setTimeout(r, 250));
+      after = metricValue(await node.metrics(), "qvl_node_requests_total", { outcome: "cancelled" });
+    }
+    expect(after).toBe(before + 1);
+  });
+
+  // Last: it kills the node.
+  it("native relay: the node process dying mid-stream cuts the client's stream off (no [DONE], no usage)", async () => {
+    // Known limit of the native relay (src/stream/native.ts): workerd's native pump errors the response
+    // when the node's connection is lost, so the edge cannot append the JS relay's error frame. What must
+    // hold: the client cannot mistake the answer for a complete one.
+    const node = stack.nodes.get("slowchat")!;
+    const res = await fetch(`${stack.edge}/v1/chat/completions`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${stack.key}`, "content-type": "application/json" },
+      body: JSON.stringify({
+        stream: true,
+        stream_options: { include_usage: true },
+        messages: [{ role: "user", content: "tell me a long story" }],
+      }),
+    });
+    expect(res.headers.get("x-relay")).toBe("native");
+    const reader = res.body!.getReader();
+    const decoder = new TextDecoder();
+    let text = decoder.decode((await reader.read()).value, { stream: true });
+    node.process.kill("SIGKILL");
+    try {
+      for (let r = await reader.read(); !r.done; r = await reader.read()) text += decoder.decode(r.value, { stream: true });
+    } catch {
+      // a reset connection is as good an end as a truncated one
+    }
+    const events: EventSourceMessage[] = [];
+    createParser({ onEvent: (e) => events.push(e) }).feed(text);
+    expect(JSON.parse(events[0].data).choices[0].delta).toEqual({ role: "assistant", content: "" });
+    expect(events.some((e) => e.data === "[DONE]")).toBe(false);
+    expect(events.some((e) => e.data.includes('"finish_reason":"stop"') || e.data.includes('"usage":{'))).toBe(false);
   });
 });

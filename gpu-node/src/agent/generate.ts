@@ -14,9 +14,23 @@
  * tokens of one prompt become one `token` event (text joined, `tokens` and logprobs added up), so the
  * protocol and the counts are unchanged. 0 writes whatever is ready as soon as it is ready. Events the
  * engine produces in the same turn always join one chunk.
+ *
+ * Output format: protocol events, or, when the frame asks for `output: {format: "openai-chat"}`, the
+ * client's OpenAI `chat.completion.chunk` SSE framed here by the edge's own framer (src/stream/openai.ts,
+ * `ChatCompletionOutput`), with `: keep-alive` comments after `keep_alive_ms` without a write, so the
+ * edge can pass the bytes through without JavaScript per chunk. Pacing is the same in both formats.
  */
 import type { Context } from "hono";
-import { decodeFrame, encodeEvents, FrameError, type FrameLimits, type ModelVariant, type NodeEvent } from "../../../src/protocol/index";
+import {
+  decodeFrame,
+  encodeEvents,
+  FrameError,
+  type FrameLimits,
+  type ModelVariant,
+  type NodeEvent,
+  OUTPUT_HEADER,
+} from "../../../src/protocol/index";
+import { ChatCompletionOutput, chatOptionsFromOutput, KEEP_ALIVE_COMMENT } from "../../../src/stream/index";
 import type { Engine } from "../engines/engine";
 import { type Admission, AdmissionError } from "./admission";
 import { readBodyCapped } from "./body";
@@ -290,10 +304,30 @@ export function generateHandler(deps: GenerateDeps) {
         if (ms !== undefined) timer = setTimeout(done, ms);
       });
     const encoder = new TextEncoder();
+    /** The client's bytes (OpenAI chunks) instead of protocol events, when the frame asks for them. */
+    const output = header.output ? new ChatCompletionOutput(chatOptionsFromOutput(header.output, header.prompts.length)) : null;
+    const keepAliveMs = header.output?.keep_alive_ms ?? 0;
+    let lastOutputAt = performance.now();
+    let closed = false;
     const body = new ReadableStream<Uint8Array>(
       {
         async pull(stream) {
-          while (pending.length === 0 && !ended) await nextEvent();
+          if (closed) return;
+          while (pending.length === 0 && !ended) {
+            if (keepAliveMs <= 0) {
+              await nextEvent();
+              continue;
+            }
+            // OpenAI output: a keep-alive comment when nothing was written for keep_alive_ms.
+            const quiet = performance.now() - lastOutputAt;
+            if (quiet >= keepAliveMs) {
+              lastOutputAt = performance.now();
+              stream.enqueue(encoder.encode(KEEP_ALIVE_COMMENT));
+              return;
+            }
+            await nextEvent(keepAliveMs - quiet);
+            if (cancelled) return;
+          }
           // Let events the engine produces in this same turn join the chunk.
           if (!ended) await new Promise<void>((resolve) => setImmediate(resolve));
           // Pacing: later tokens wait for the interval since the last write, unless something urgent arrives.
@@ -306,11 +340,21 @@ export function generateHandler(deps: GenerateDeps) {
           if (cancelled) return;
           if (pending.length > 0) {
             urgent = false;
-            lastWriteAt = performance.now();
-            metrics.streamWrites.inc();
-            stream.enqueue(encoder.encode(encodeEvents(pending.splice(0))));
+            const batch = pending.splice(0);
+            const text = output ? output.frame(batch) : encodeEvents(batch);
+            if (text !== "") {
+              lastWriteAt = lastOutputAt = performance.now();
+              metrics.streamWrites.inc();
+              stream.enqueue(encoder.encode(text));
+            }
           }
-          if (ended && pending.length === 0) stream.close();
+          if (output?.ended || (ended && pending.length === 0)) {
+            // A stream that ended before its answer did: the relay's closing error frame (after output).
+            const rest = output?.finish() ?? "";
+            if (rest !== "") stream.enqueue(encoder.encode(rest));
+            closed = true;
+            stream.close();
+          }
         },
         cancel() {
           cancelled = true;
@@ -326,6 +370,7 @@ export function generateHandler(deps: GenerateDeps) {
         "cache-control": "no-store",
         "x-engine": engine.name,
         "x-request-id": header.request_id,
+        ...(output ? { [OUTPUT_HEADER]: "openai-chat" } : {}),
       },
     });
   };
