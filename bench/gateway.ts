@@ -8,7 +8,8 @@
  * In one run, in rotating blocks so machine noise hits both sides alike, the same text-only chat request:
  *   - direct: `POST {node}/v1/generate` with the frame the edge would send (with `output`: the node writes the
  *             OpenAI chunks), the node's SSE read to its end;
- *   - edge:   `POST {edge}/v1/chat/completions` (`stream: true`, usage chunk: the native relay, `x-relay: native`),
+ *   - edge:   `POST {edge}/v1/chat/completions` (`stream: true`, usage chunk) to the Worker with `EDGE_RELAY=native`
+ *             (the opt-in native relay, `x-relay: native`; the default is the JS relay, measured in the breakdown),
  *             the SSE read to `data: [DONE]`;
  * at 1 and at 64 streams in flight. Time to first token (the first SSE event carrying text) and total
  * time are taken by the client; CPU time of each process (client, node, workerd, everything else on
@@ -19,7 +20,7 @@
  * stream path as the edge runs it), with the workerd CPU each costs per request; and the same request
  * against a second node with pacing off (`--stream-interval-ms 0`: one chunk per token), direct, through
  * the stream path and through a second edge, for comparison; and the edge with its JavaScript relay
- * (`EDGE_RELAY=js`: node events framed in workerd, as before the native relay) against both nodes.
+ * (`EDGE_RELAY=js`, the default: node events framed in workerd) against both nodes.
  *
  * Writes docs/benchmarks.md (between `<!-- bench:gateway:start -->` and `end`) and the `gateway` key of
  * docs/benchmarks.json, leaving other sections as they are (BENCH_WRITE=0: print the section instead;
@@ -535,8 +536,8 @@ const VARIANT_LABELS: Record<string, string> = {
   pass: "workerd passes the node's bytes through (no JS per chunk)",
   "raw-loop": "a JS loop reads each chunk and writes it on unchanged (no parsing, no framing)",
   stream: "`openNodeStream` (one-stage `openEventStream`, zod-validated events) → `relayChatCompletion`, no routes",
-  edge: "the edge: `/v1/chat/completions`, everything; the native relay (the node writes the OpenAI chunks, no JS per chunk)",
-  "edge-js": "the edge with its JS relay (`EDGE_RELAY=js`): node events decoded and framed in workerd, per chunk",
+  edge: "the edge: `/v1/chat/completions`, everything; the opt-in native relay (`EDGE_RELAY=native`: the node writes the OpenAI chunks, no JS per chunk)",
+  "edge-js": "the edge with its JS relay (`EDGE_RELAY=js`, the default): node events decoded and framed in workerd, per chunk",
 };
 
 /** The breakdown rows in order: the paced node's, then the same paths against the node with pacing off. */
@@ -714,8 +715,10 @@ function renderMarkdown(results: ConcurrencyResult[], breakdown: Breakdown | nul
     `- **edge**: \`POST {edge}/v1/chat/completions\` (\`stream: true\`, \`max_tokens: ${MAX_TOKENS}\`, \`temperature: ${TEMPERATURE}\` so the`,
     "  result cache stays out of it, usage chunk) to the built Worker (`wrangler deploy --dry-run`, bindings from wrangler.toml, the",
     "  root key) in workerd through a Miniflare direct socket (no entry worker, no Node proxy), the node as a static pool node.",
-    "  The request qualifies for the native relay (one prompt, usage chunk, nothing cached; every response checked for",
-    "  `x-relay: native`): the edge reads the node's bytes in JavaScript only up to the first output, then pipes them natively.",
+    "  The Worker runs with `EDGE_RELAY=native`, the opt-in native relay, and the request qualifies for it (one prompt, usage chunk,",
+    "  nothing cached; every response checked for `x-relay: native`): the edge reads the node's bytes in JavaScript only up to the",
+    "  first output, then pipes them natively. The default is the JS relay (`edge-js` rows below): a node that dies mid-stream",
+    "  still gets its error frame and `[DONE]` there, which the native pipe cannot add (docs/architecture.md).",
     "- **TTFT**: from sending the request to the first SSE event carrying text; **total**: to the end of the stream. Client: undici,",
     `  keep-alive ${KEEP_ALIVE_MS / 1000} s. The two paths alternate in blocks, which goes first alternating (${meta.rounds} rounds; at 1 stream`,
     `  ${C1_BLOCK} requests per block; at 64 streams ${C64_PER_STREAM} per stream per block, each stream's first and last not counted, so`,
@@ -858,7 +861,7 @@ async function main(): Promise<void> {
   const agents: Agent[] = [];
   const edgeBindings = (nodeUrl: string, relay: "native" | "js" = "native") => ({
     ...workerOptions.bindings,
-    ...(relay === "js" ? { EDGE_RELAY: "js" } : {}),
+    EDGE_RELAY: relay,
     EDGE_API_KEY: EDGE_KEY,
     NODE_SECRET,
     POOL_STATIC_NODES: JSON.stringify([{ id: "bench-node", url: nodeUrl, variant: "qwen-vl-chat", capacity: 128, engine: "simulated" }]),

@@ -30,6 +30,10 @@ const ConfigSchema = z.object({
   POOL_HEDGE_AFTER_MS: z.coerce.number().int().min(0).max(60_000).default(0),
   // Milliseconds between `: keep-alive` comments while a stream waits for the GPU.
   SSE_KEEP_ALIVE_MS: z.coerce.number().int().min(0).max(60_000).default(10_000),
+  // Streaming chat relay: `js` (default) frames node events in the Worker; `native` (opt-in) lets the node
+  // write the client's chunks and pipes them through without JavaScript per chunk, but a node that dies
+  // mid-stream then cuts the client's stream off without the error frame and [DONE] (src/stream/native.ts).
+  EDGE_RELAY: z.enum(["js", "native"]).default("js"),
   // Source images by URL are kept at most this long, and only as long as their origin allows (0 = never).
   SOURCE_CACHE_MAX_TTL_S: z.coerce.number().int().min(0).max(31_536_000).default(86_400),
   // Tensors older than this are recomputed (0 = no tensor cache); R2 lifecycle rules delete them for good.
@@ -47,7 +51,7 @@ export interface Config {
   fetch: { totalTimeoutMs: number; headersTimeoutMs: number; allowHttpLoopback: boolean };
   /** nodeTtlMs: a node silent this long is dropped; heartbeatMs: the interval nodes are told to use (ttl / 5). */
   pool: { nodeTtlMs: number; heartbeatMs: number; staticNodes: StaticNode[]; hedgeAfterMs: number | undefined };
-  stream: { keepAliveMs: number };
+  stream: { keepAliveMs: number; relay: "js" | "native" };
   cache: { sourceMaxTtlS: number; tensorMaxAgeS: number; resultTtlS: number };
 }
 
@@ -70,7 +74,7 @@ export function loadConfig(env: Record<string, unknown>): Config {
       staticNodes: raw.POOL_STATIC_NODES,
       hedgeAfterMs: raw.POOL_HEDGE_AFTER_MS || undefined,
     },
-    stream: { keepAliveMs: raw.SSE_KEEP_ALIVE_MS },
+    stream: { keepAliveMs: raw.SSE_KEEP_ALIVE_MS, relay: raw.EDGE_RELAY },
     cache: { sourceMaxTtlS: raw.SOURCE_CACHE_MAX_TTL_S, tensorMaxAgeS: raw.TENSOR_CACHE_MAX_AGE_S, resultTtlS: raw.RESULT_CACHE_TTL_S },
   };
   cache.set(env, config);

@@ -5,14 +5,15 @@
  * image; unset, the key's default. Answers go through the caches (./answer.ts).
  *
  * Two relays for `stream: true` (`x-relay` says which):
- * - `native`: one prompt (`n` = 1), `stream_options.include_usage`, and an answer that is neither shared
+ * - `native` (opt-in, `EDGE_RELAY=native`): one prompt (`n` = 1), `stream_options.include_usage`, and an answer that is neither shared
  *   nor stored (`result=off` / `bypass`): the node writes the client's chunks itself (the frame's
  *   `output`) and the edge passes them through without JavaScript per chunk (src/stream/native.ts). The
  *   usage chunk is what tells the edge the answer's token counts (usage and quota) without reading every
  *   chunk, hence `include_usage`.
- * - `js`: everything else (cached or coalesced answers, `n` > 1, no usage chunk, a node that did not
- *   honour `output`): node events framed here (`relaySse` + `ChatCompletionFramer`).
- * `EDGE_RELAY=js` (a var) turns the native relay off.
+ *   The price: a node that dies mid-stream cuts the client's stream off (no error frame, no [DONE]),
+ *   because workerd's native pump errors its destination with its source; hence opt-in.
+ * - `js` (the default): everything else (cached or coalesced answers, `n` > 1, no usage chunk, a node that
+ *   did not honour `output`, or `EDGE_RELAY=js`): node events framed here (`relaySse` + `ChatCompletionFramer`).
  */
 import type { Context } from "hono";
 import { requestCachePolicy } from "../cache/policy";
@@ -58,7 +59,7 @@ export async function serveChatCompletion(c: Context<AppEnv>): Promise<Response>
     logprobs: body.logprobs ?? false,
     promptTokens: n > 1 ? ("once" as const) : ("sum" as const),
   };
-  const native = body.stream === true && n === 1 && includeUsage && (c.env as { EDGE_RELAY?: string }).EDGE_RELAY !== "js";
+  const native = config.stream.relay === "native" && body.stream === true && n === 1 && includeUsage;
   const plan: AnswerPlan = {
     variant,
     prompts: Array.from({ length: n }, () => prompt.segments),

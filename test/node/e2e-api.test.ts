@@ -31,10 +31,13 @@ describe("the public API through the edge (healthy node + a node that fails befo
   let client: OpenAI;
 
   beforeAll(async () => {
-    stack = await startStack([
-      { id: "healthy", simulate: "tokens_per_s=0,prefill_ms=5,vision_ms=5" },
-      { id: "broken", simulate: "fault=fail_before_first_token,prefill_ms=5,vision_ms=5" },
-    ]);
+    stack = await startStack(
+      [
+        { id: "healthy", simulate: "tokens_per_s=0,prefill_ms=5,vision_ms=5" },
+        { id: "broken", simulate: "fault=fail_before_first_token,prefill_ms=5,vision_ms=5" },
+      ],
+      { vars: { EDGE_RELAY: "native" } },
+    );
     client = new OpenAI({ apiKey: stack.key, baseURL: `${stack.edge}/v1`, maxRetries: 0, timeout: 30_000 });
   }, 180_000);
   afterAll(async () => stack?.stop(), 30_000);
@@ -268,10 +271,13 @@ describe("faults after the first token, and cancellation", () => {
   let stack: Stack;
 
   beforeAll(async () => {
-    stack = await startStack([
-      { id: "midstream", simulate: "fault=fail_mid_stream,fault_after=3,tokens_per_s=0,prefill_ms=5" },
-      { id: "slow", variant: "qwen-vl", simulate: "tokens_per_s=5,prefill_ms=5" },
-    ]);
+    stack = await startStack(
+      [
+        { id: "midstream", simulate: "fault=fail_mid_stream,fault_after=3,tokens_per_s=0,prefill_ms=5" },
+        { id: "slow", variant: "qwen-vl", simulate: "tokens_per_s=5,prefill_ms=5" },
+      ],
+      { vars: { EDGE_RELAY: "native" } },
+    );
   }, 180_000);
   afterAll(async () => stack?.stop(), 30_000);
 
@@ -339,11 +345,57 @@ describe("faults after the first token, and cancellation", () => {
   });
 });
 
+/** A streaming chat request that qualifies for the native relay when it is on (one prompt, usage chunk). */
+function longStory(stack: Stack, signal?: AbortSignal): Promise<Response> {
+  return fetch(`${stack.edge}/v1/chat/completions`, {
+    method: "POST",
+    headers: { authorization: `Bearer ${stack.key}`, "content-type": "application/json" },
+    body: JSON.stringify({
+      stream: true,
+      stream_options: { include_usage: true },
+      messages: [{ role: "user", content: "tell me a long story" }],
+    }),
+    signal,
+  });
+}
+
+describe("the default (JS) relay: a node process that dies mid-stream", () => {
+  let stack: Stack;
+
+  beforeAll(async () => {
+    stack = await startStack([{ id: "dying", simulate: "tokens_per_s=5,prefill_ms=5" }]);
+  }, 180_000);
+  afterAll(async () => stack?.stop(), 30_000);
+
+  it("the same request goes through the JS relay by default, and a killed node gives an error frame, then [DONE]", async () => {
+    const res = await longStory(stack);
+    expect(res.headers.get("x-relay")).toBe("js");
+    const reader = res.body!.getReader();
+    const decoder = new TextDecoder();
+    let text = "";
+    while ((text.match(/^data: \{/gm) ?? []).length < 2) {
+      // the role chunk, then the first content: the node is mid-answer
+      const r = await reader.read();
+      if (r.done) break;
+      text += decoder.decode(r.value, { stream: true });
+    }
+    stack.nodes.get("dying")!.process.kill("SIGKILL");
+    for (let r = await reader.read(); !r.done; r = await reader.read()) text += decoder.decode(r.value, { stream: true });
+    const events: EventSourceMessage[] = [];
+    createParser({ onEvent: (e) => events.push(e) }).feed(text);
+    expect(events.at(-1)?.data).toBe("[DONE]");
+    const error = JSON.parse(events.at(-2)!.data) as { error?: { code: string; message: string } };
+    expect(error.error?.code).toBe("internal_error");
+    expect(error.error?.message).toMatch(/lost mid-answer/);
+    expect(events.some((e) => e.data.includes('"finish_reason":"stop"'))).toBe(false);
+  });
+});
+
 describe("the native relay: a client that goes away, a node that dies", () => {
   let stack: Stack;
 
   beforeAll(async () => {
-    stack = await startStack([{ id: "slowchat", simulate: "tokens_per_s=5,prefill_ms=5" }]);
+    stack = await startStack([{ id: "slowchat", simulate: "tokens_per_s=5,prefill_ms=5" }], { vars: { EDGE_RELAY: "native" } });
   }, 180_000);
   afterAll(async () => stack?.stop(), 30_000);
 
