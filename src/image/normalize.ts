@@ -77,8 +77,15 @@ export function normalizeToFloat16(rgb: Uint8Array, width: number, height: numbe
   return out;
 }
 
-/** Little-endian bytes of a float16 tensor, whatever the host's endianness. */
+const LITTLE_ENDIAN_HOST = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
+
+/**
+ * Little-endian bytes of a float16 tensor, whatever the host's endianness: on a little-endian host (every
+ * one Workers and Node run on) a view of the same memory, no copy (a per-element copy cost ≈ 3.5 ms for
+ * 3×448×448); otherwise swapped into a new buffer.
+ */
 export function float16Bytes(tensor: Uint16Array): Uint8Array {
+  if (LITTLE_ENDIAN_HOST) return new Uint8Array(tensor.buffer, tensor.byteOffset, tensor.byteLength);
   const out = new Uint8Array(tensor.length * 2);
   const v = new DataView(out.buffer);
   for (let i = 0; i < tensor.length; i++) v.setUint16(i * 2, tensor[i], true);
