@@ -85,7 +85,11 @@ function jpegFailure(decoder: JpegDecoder, err: unknown): unknown {
 
 function jpegError(err: JpegDecodeError): ApiError {
   if (/memory|insufficient|too large|exceed/i.test(err.message)) {
-    return new ApiError("image_too_large", `The JPEG needs more memory to decode than allowed: ${err.message}.`, {
+    // A multi-scan (progressive) file keeps every DCT coefficient until its last scan: say what helps.
+    const hint = /coefficient buffer/.test(err.message)
+      ? " A progressive JPEG is held whole while it decodes: send this image as a baseline JPEG, or smaller."
+      : "";
+    return new ApiError("image_too_large", `The JPEG needs more memory to decode than allowed: ${err.message}.${hint}`, {
       param: "image",
       cause: err,
     });

@@ -60,6 +60,7 @@ describe("a 48 MP baseline JPEG", () => {
       expect(body.error.code).toBe("image_too_large");
       expect(body.error.param).toBe("image");
       expect(body.error.message).toMatch(/memory/i);
+      expect(body.error.message).toMatch(/baseline JPEG/);
     },
   );
 });
