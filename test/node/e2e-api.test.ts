@@ -26,6 +26,17 @@ async function sse(res: Response): Promise<EventSourceMessage[]> {
   return events;
 }
 
+/** The node's count of cancelled requests, polled for up to 15 s until it moves past `before`. */
+async function cancelledAfter(node: { metrics(): Promise<string> }, before: number): Promise<number> {
+  const deadline = Date.now() + 15_000;
+  let after = before;
+  while (Date.now() < deadline && after === before) {
+    await new Promise((r) => setTimeout(r, 250));
+    after = metricValue(await node.metrics(), "qvl_node_requests_total", { outcome: "cancelled" });
+  }
+  return after;
+}
+
 describe("the public API through the edge (healthy node + a node that fails before its first token)", () => {
   let stack: Stack;
   let client: OpenAI;
@@ -335,13 +346,7 @@ describe("faults after the first token, and cancellation", () => {
     const reader = res.body!.getReader();
     await reader.read(); // the first bytes: the node is generating (slowly)
     controller.abort();
-    const deadline = Date.now() + 15_000;
-    let after = before;
-    while (Date.now() < deadline && after === before) {
-      await new Promise((r) => setTimeout(r, 250));
-      after = metricValue(await node.metrics(), "qvl_node_requests_total", { outcome: "cancelled" });
-    }
-    expect(after).toBe(before + 1);
+    expect(await cancelledAfter(node, before)).toBe(before + 1);
   });
 });
 
@@ -403,27 +408,12 @@ describe("the native relay: a client that goes away, a node that dies", () => {
     const node = stack.nodes.get("slowchat")!;
     const before = metricValue(await node.metrics(), "qvl_node_requests_total", { outcome: "cancelled" });
     const controller = new AbortController();
-    const res = await fetch(`${stack.edge}/v1/chat/completions`, {
-      method: "POST",
-      headers: { authorization: `Bearer ${stack.key}`, "content-type": "application/json" },
-      body: JSON.stringify({
-        stream: true,
-        stream_options: { include_usage: true },
-        messages: [{ role: "user", content: "tell me a long story" }],
-      }),
-      signal: controller.signal,
-    });
+    const res = await longStory(stack, controller.signal);
     expect(res.headers.get("x-relay")).toBe("native");
     const reader = res.body!.getReader();
     await reader.read(); // the first bytes: the node is generating (slowly)
     controller.abort();
-    const deadline = Date.now() + 15_000;
-    let after = before;
-    while (Date.now() < deadline && after === before) {
-      await new Promise((r) => setTimeout(r, 250));
-      after = metricValue(await node.metrics(), "qvl_node_requests_total", { outcome: "cancelled" });
-    }
-    expect(after).toBe(before + 1);
+    expect(await cancelledAfter(node, before)).toBe(before + 1);
   });
 
   // Last: it kills the node.
@@ -432,15 +422,7 @@ describe("the native relay: a client that goes away, a node that dies", () => {
     // when the node's connection is lost, so the edge cannot append the JS relay's error frame. What must
     // hold: the client cannot mistake the answer for a complete one.
     const node = stack.nodes.get("slowchat")!;
-    const res = await fetch(`${stack.edge}/v1/chat/completions`, {
-      method: "POST",
-      headers: { authorization: `Bearer ${stack.key}`, "content-type": "application/json" },
-      body: JSON.stringify({
-        stream: true,
-        stream_options: { include_usage: true },
-        messages: [{ role: "user", content: "tell me a long story" }],
-      }),
-    });
+    const res = await longStory(stack);
     expect(res.headers.get("x-relay")).toBe("native");
     const reader = res.body!.getReader();
     const decoder = new TextDecoder();
