@@ -29,7 +29,8 @@
  * Env: BENCH_ROUNDS (default 8; a round = one block per side at each concurrency), BENCH_C1_BLOCK
  * (requests per block at 1 stream, default 14), BENCH_C64_PER_STREAM (requests per stream per block at
  * 64 streams, default 4; each stream's first and last are not counted, so every counted request ran with
- * all 64 streams in flight), BENCH_BREAKDOWN (default 1), BENCH_WRITE (default 1).
+ * all 64 streams in flight), BENCH_BREAKDOWN (default 1), BENCH_WRITE (default 1), BENCH_PIN=1 (workerd alone on CPU 0,
+ * the client and the node on CPU 1; with BENCH_BREAKDOWN=0 and BENCH_WRITE=0 for a side measurement).
  */
 import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
@@ -51,6 +52,14 @@ const C1_BLOCK = Number(process.env.BENCH_C1_BLOCK ?? 14);
 const C64_PER_STREAM = Math.max(3, Number(process.env.BENCH_C64_PER_STREAM ?? 4));
 const BREAKDOWN = process.env.BENCH_BREAKDOWN !== "0";
 const WRITE = process.env.BENCH_WRITE !== "0";
+/** BENCH_PIN=1: workerd (every thread) on CPU 0, this client and the node on CPU 1: the edge with a core of its own. */
+const PIN = process.env.BENCH_PIN === "1";
+/** The main edge rows' relay (BENCH_RELAY=js|native, default native); the breakdown has both. */
+const MAIN_RELAY: "js" | "native" = process.env.BENCH_RELAY === "js" ? "js" : "native";
+
+function pinTo(cpu: number, pid: number | undefined): void {
+  if (pid) execFileSync("taskset", ["-a", "-p", "-c", String(cpu), String(pid)], { stdio: "ignore" });
+}
 const CONCURRENCY = [1, 64] as const;
 /** Breakdown blocks: requests at 1 stream (CPU is read in 10 ms ticks: 20 requests resolve 0.5 ms each), per stream at 64. */
 const BREAKDOWN_C1 = 20;
@@ -872,10 +881,16 @@ async function main(): Promise<void> {
       ...(workerOptions as object),
       modules: true,
       scriptPath,
-      bindings: edgeBindings(node.url),
+      bindings: edgeBindings(node.url, MAIN_RELAY),
     } as MiniflareOptions);
     const pids: Pids = { node: nodePid, workerd: edge.pid, nodeUrl: node.url, intervalMs: DEFAULT_STREAM_INTERVAL_MS };
-    const targets = { direct: directTarget(node.url), edge: edgeTarget(edge.origin) };
+    if (PIN) {
+      pinTo(0, edge.pid);
+      pinTo(1, process.pid);
+      pinTo(1, nodePid);
+      console.error("pinned: workerd on CPU 0; client and node on CPU 1");
+    }
+    const targets = { direct: directTarget(node.url, MAIN_RELAY === "native"), edge: edgeTarget(edge.origin, MAIN_RELAY) };
     agents.push(targets.direct.agent, targets.edge.agent);
     try {
       // Warm up both paths (JIT, connections, the pool's node list) and size the stagger.
