@@ -2,9 +2,10 @@
  * jsimd-wasm.c: libjpeg-turbo's SIMD dispatch for WebAssembly (qwen-vl-edge).
  *
  * Altered from libjpeg-turbo 2.1.5's jsimd_none.c (its notice follows; conditions in LICENSE.md
- * beside this file): the islow IDCT and YCbCr -> RGB conversion dispatch to the WebAssembly SIMD
- * kernels in simd-kernels.c, which compute exactly what libjpeg-turbo's C code computes. Every
- * other routine stays on libjpeg-turbo's C code, as jsimd_none.c has it.
+ * beside this file): the islow IDCT, YCbCr -> RGB conversion and h2v1 / h2v2 fancy upsampling
+ * dispatch to the WebAssembly SIMD kernels in simd-kernels.c, which compute exactly what
+ * libjpeg-turbo's C code computes. Every other routine stays on libjpeg-turbo's C code, as
+ * jsimd_none.c has it.
  *
  * From jsimd_none.c:
  *

@@ -1,13 +1,14 @@
 /*
- * WebAssembly SIMD versions of the two libjpeg-turbo decoder kernels that dominate a full-scale
- * decode once Huffman decoding is done: the islow inverse DCT and YCbCr -> RGB conversion.
+ * WebAssembly SIMD versions of the libjpeg-turbo decoder kernels that dominate a full-scale decode once
+ * Huffman decoding is done: the islow inverse DCT, YCbCr -> RGB conversion, and h2v1 / h2v2 fancy
+ * upsampling (chroma of 4:2:2 and 4:2:0 files).
  *
- * Both compute exactly what libjpeg-turbo 2.1.5's C code computes in this build (jidctint.c's
- * jpeg_idct_islow and jdcolext.c's ycc_rgb_convert_internal, with JLONG 32 bits wide as in wasm32),
- * lane for lane, including the C code's zero-coefficient shortcuts (which differ from the full
- * formula only when 32-bit intermediates overflow, i.e. on corrupt data) and its range-limit table.
- * qvl_simd_selftest_idct() checks the IDCT against jpeg_idct_islow on random and extreme blocks;
- * the fixture tests check whole images against Pillow byte for byte.
+ * Each computes exactly what libjpeg-turbo 2.1.5's C code computes in this build (jidctint.c's
+ * jpeg_idct_islow, jdcolext.c's ycc_rgb_convert_internal, jdsample.c's h2v1/h2v2_fancy_upsample; JLONG
+ * 32 bits wide as in wasm32), lane for lane, including the IDCT's zero-coefficient shortcuts (which
+ * differ from the full formula only when 32-bit intermediates overflow, i.e. on corrupt data) and its
+ * range-limit table. qvl_simd_selftest() (simd-selftest.c) checks every kernel against the C code on
+ * generated inputs; the fixture tests check whole images against Pillow byte for byte.
  */
 #define JPEG_INTERNALS
 #include <stdint.h>
