@@ -11,29 +11,9 @@ import type { GenerateHeaderInput, NodeEvent, OpenAIChatOutputInput } from "../.
 import { OpenAIChatOutput, OUTPUT_HEADER, openEventStream } from "../../src/protocol/index";
 import { type ChatCompletionOptions, chatOptionsFromOutput, KEEP_ALIVE_COMMENT, relayChatCompletion } from "../../src/stream/index";
 import { type RunningNode, startNode } from "../src/agent/node";
-import type { Engine, GenerateRequest } from "../src/engines/engine";
 import { textFrame } from "./support/frames";
 import { postFrame, SECRET } from "./support/node-client";
-
-type Step = [after: number, event: NodeEvent];
-
-function scriptedEngine(script: Step[]): Engine {
-  return {
-    name: "scripted",
-    version: "0",
-    capacity: 4,
-    async start() {},
-    health: () => ({ ok: true }),
-    async close() {},
-    async *generate(_request: GenerateRequest, signal: AbortSignal) {
-      for (const [after, event] of script) {
-        await new Promise((r) => setTimeout(r, after));
-        if (signal.aborted) return;
-        yield event;
-      }
-    },
-  };
-}
+import { type Step, scriptedEngine } from "./support/scripted-engine";
 
 const tok = (text: string, logprob = -0.5): NodeEvent => ({
   type: "token",

@@ -10,10 +10,10 @@ import { afterEach, describe, expect, it } from "vitest";
 import type { NodeEvent } from "../../src/protocol/index";
 import { startNode } from "../src/agent/node";
 import { parseServeArgs } from "../src/commands/serve";
-import type { Engine, GenerateRequest } from "../src/engines/engine";
 import { sample, startTestNode, type TestNode } from "./support/agent";
 import { buildFrame, textFrame } from "./support/frames";
 import { postFrame, SECRET, waitFor } from "./support/node-client";
+import { type Step, scriptedEngine } from "./support/scripted-engine";
 
 let nodes: TestNode[] = [];
 afterEach(async () => {
@@ -175,34 +175,6 @@ describe("output pacing", () => {
     expect(again.events.at(-1)).toMatchObject({ type: "done" });
   });
 });
-
-/**
- * An engine that plays a script: each step waits `after` ms, then yields its event. Steps are timers
- * 30 ms apart, so which events share a write follows from the pacing rules, not from machine speed: a
- * write is made in the same event-loop turn as the event that causes it, before the next step's timer.
- */
-type Step = [after: number, event: NodeEvent];
-function scriptedEngine(script: Step[]): Engine & { aborted: number } {
-  return {
-    name: "scripted",
-    version: "0",
-    capacity: 4,
-    aborted: 0,
-    async start() {},
-    health: () => ({ ok: true }),
-    async close() {},
-    async *generate(_request: GenerateRequest, signal: AbortSignal) {
-      for (const [after, event] of script) {
-        await new Promise((r) => setTimeout(r, after));
-        if (signal.aborted) {
-          this.aborted++;
-          return;
-        }
-        yield event;
-      }
-    },
-  };
-}
 
 const tok = (prompt: number, text: string): NodeEvent => ({
   type: "token",
