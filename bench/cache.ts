@@ -20,7 +20,7 @@
  * dune_1.8mp.jpg), BENCH_SIMULATE (the node's --simulate spec).
  */
 import { execFileSync } from "node:child_process";
-import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
 import { cpus, loadavg } from "node:os";
@@ -28,6 +28,7 @@ import { fileURLToPath } from "node:url";
 import { Miniflare, type MiniflareOptions } from "miniflare";
 import { nodeRequests } from "../test/support/metrics";
 import { type SimulatedNode, startSimulatedNode } from "../test/support/simulated-node";
+import { writeBenchSection } from "./lib/report";
 
 const root = fileURLToPath(new URL("..", import.meta.url));
 const RUNS = Number(process.env.BENCH_RUNS ?? 40);
@@ -200,27 +201,6 @@ function renderMarkdown(rows: Row[], meta: Record<string, string>, doHopMs: numb
   return lines.join("\n");
 }
 
-function writeReport(section: string, data: unknown): void {
-  // Re-read right before writing: other benchmarks write their own sections of these files.
-  const mdPath = `${root}docs/benchmarks.md`;
-  const header = "# Benchmarks\n\nFigures are produced by the commands named in each section; rerun them to refresh.\n\n";
-  let doc = existsSync(mdPath) ? readFileSync(mdPath, "utf8") : header;
-  const re = /<!-- bench:cache:start -->[\s\S]*<!-- bench:cache:end -->/;
-  doc = re.test(doc) ? doc.replace(re, section) : `${doc.trimEnd()}\n\n${section}\n`;
-  writeFileSync(mdPath, doc);
-  const jsonPath = `${root}docs/benchmarks.json`;
-  let json: Record<string, unknown> = {};
-  if (existsSync(jsonPath)) {
-    try {
-      json = JSON.parse(readFileSync(jsonPath, "utf8")) as Record<string, unknown>;
-    } catch {
-      throw new Error("docs/benchmarks.json is not valid JSON: not overwriting it");
-    }
-  }
-  json.cache = data;
-  writeFileSync(jsonPath, `${JSON.stringify(json, null, 2)}\n`);
-}
-
 async function main(): Promise<void> {
   const load = loadavg()[0].toFixed(2);
   const imageBytes = new Uint8Array(readFileSync(`${root}test/fixtures/images/${IMAGE}`));
@@ -317,7 +297,7 @@ async function main(): Promise<void> {
     image_bytes: String(imageBytes.length),
     simulate: SIMULATE,
   };
-  writeReport(renderMarkdown(rows, meta, doHopMs), { meta, rate_limiter_hop_p50_ms: doHopMs, rows });
+  writeBenchSection("cache", renderMarkdown(rows, meta, doHopMs), { meta, rate_limiter_hop_p50_ms: doHopMs, rows });
   console.error("wrote the bench:cache sections of docs/benchmarks.md and docs/benchmarks.json");
 }
 

@@ -45,6 +45,7 @@ import { chatPrompt } from "../src/prompt/index";
 import { encodeFrame, type GenerateHeaderInput, PROTOCOL_VERSION } from "../src/protocol/index";
 import { metricValue } from "../test/support/metrics";
 import { type SimulatedNode, startSimulatedNode } from "../test/support/simulated-node";
+import { writeBenchSection } from "./lib/report";
 
 const root = fileURLToPath(new URL("..", import.meta.url));
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 8);
@@ -785,26 +786,6 @@ function renderMarkdown(results: ConcurrencyResult[], breakdown: Breakdown | nul
   return lines.join("\n");
 }
 
-function writeReport(section: string, gateway: unknown): void {
-  const path = `${root}docs/benchmarks.md`;
-  const header = "# Benchmarks\n\nFigures are produced by the commands named in each section; rerun them to refresh.\n\n";
-  let doc = existsSync(path) ? readFileSync(path, "utf8") : header;
-  const re = /<!-- bench:gateway:start -->[\s\S]*<!-- bench:gateway:end -->/;
-  doc = re.test(doc) ? doc.replace(re, () => section) : `${doc.trimEnd()}\n\n${section}\n`;
-  writeFileSync(path, doc);
-  const jsonPath = `${root}docs/benchmarks.json`;
-  let json: Record<string, unknown> = {};
-  if (existsSync(jsonPath)) {
-    try {
-      json = JSON.parse(readFileSync(jsonPath, "utf8")) as Record<string, unknown>;
-    } catch {
-      json = {};
-    }
-  }
-  json.gateway = gateway;
-  writeFileSync(jsonPath, `${JSON.stringify(json, null, 2)}\n`);
-}
-
 // ---------------------------------------------------------------------------------------------------
 
 const log = (s: string) => console.error(s);
@@ -852,7 +833,7 @@ function renderOnly(): void {
     console.log(section);
     return;
   }
-  writeReport(section, json.gateway);
+  writeBenchSection("gateway", section, json.gateway);
   log("wrote docs/benchmarks.md (figures from docs/benchmarks.json)");
 }
 
@@ -1027,7 +1008,7 @@ async function main(): Promise<void> {
     console.log(section);
     return;
   }
-  writeReport(section, {
+  writeBenchSection("gateway", section, {
     meta,
     results,
     breakdown,

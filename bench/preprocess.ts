@@ -28,6 +28,7 @@ import { float16Bytes, normalizeToFloat16 } from "../src/image/normalize";
 import { orientedView } from "../src/image/orient";
 import { preprocessImage, sha256Hex } from "../src/image/pipeline";
 import { resizeBicubic } from "../src/image/resize";
+import { writeBenchSection } from "./lib/report";
 
 const require = createRequire(import.meta.url);
 const root = fileURLToPath(new URL("..", import.meta.url));
@@ -405,20 +406,6 @@ function renderMarkdown(rows: Row[], meta: Record<string, string>): string {
   return lines.join("\n");
 }
 
-function writeReport(section: string, rows: Row[], meta: Record<string, string>): void {
-  const path = `${root}docs/benchmarks.md`;
-  const header = "# Benchmarks\n\nFigures are produced by the commands named in each section; rerun them to refresh.\n\n";
-  let doc = existsSync(path) ? readFileSync(path, "utf8") : header;
-  const re = /<!-- bench:preprocess:start -->[\s\S]*<!-- bench:preprocess:end -->/;
-  doc = re.test(doc) ? doc.replace(re, section) : `${doc.trimEnd()}\n\n${section}\n`;
-  writeFileSync(path, doc);
-  // Other benches keep their own keys in the same file.
-  const jsonPath = `${root}docs/benchmarks.json`;
-  const all = existsSync(jsonPath) ? (JSON.parse(readFileSync(jsonPath, "utf8")) as Record<string, unknown>) : {};
-  all.preprocess = { meta, rows };
-  writeFileSync(jsonPath, `${JSON.stringify(all, null, 2)}\n`);
-}
-
 async function main(): Promise<void> {
   const manifest = JSON.parse(readFileSync(`${images}MANIFEST.json`, "utf8")) as { items: Item[] };
   const pillowVersion = spawnSync(PYTHON, ["-c", "import PIL; print(PIL.__version__)"], { encoding: "utf8" });
@@ -512,14 +499,14 @@ async function main(): Promise<void> {
     sharp: sharp.versions.sharp ?? "?",
     wasm: `sha256 ${wasm}…`,
   };
-  writeReport(renderMarkdown(rows, meta), rows, meta);
+  writeBenchSection("preprocess", renderMarkdown(rows, meta), { meta, rows });
   console.error("wrote docs/benchmarks.md and docs/benchmarks.json");
 }
 
 if (process.env.BENCH_RENDER_ONLY === "1") {
   // Rewrite the section from docs/benchmarks.json (after a change to the rendering), running nothing.
   const saved = JSON.parse(readFileSync(`${root}docs/benchmarks.json`, "utf8")).preprocess as { meta: Record<string, string>; rows: Row[] };
-  writeReport(renderMarkdown(saved.rows, saved.meta), saved.rows, saved.meta);
+  writeBenchSection("preprocess", renderMarkdown(saved.rows, saved.meta), saved);
   console.error("re-rendered the preprocessing section from docs/benchmarks.json");
 } else {
   await main();
