@@ -20,6 +20,8 @@ export default defineConfig({
                 LOOPBACK_ORIGIN: inject("loopbackOrigin"),
                 SIM_NODE_URL: inject("simNodeUrl"),
                 COUNTED_NODE_URL: inject("countedNodeUrl"),
+                SLOW_NODE_URL: inject("slowNodeUrl"),
+                FAILING_NODE_URL: inject("failingNodeUrl"),
                 CACHE_ORIGIN: inject("cacheOrigin"),
               },
             },

@@ -24,6 +24,10 @@ declare global {
       SIM_NODE_URL?: string;
       /** Test-only: another simulated node, whose request count one test file reads. */
       COUNTED_NODE_URL?: string;
+      /** Test-only: a simulated node with a long prefill (≈ 600 ms before the first token). */
+      SLOW_NODE_URL?: string;
+      /** Test-only: a simulated node that takes every request, then fails it before the first token. */
+      FAILING_NODE_URL?: string;
       /** Test-only: a loopback origin that serves images with cache headers and counts its requests. */
       CACHE_ORIGIN?: string;
     }

@@ -20,7 +20,7 @@ import type { UsageOutcome } from "../middleware/api-key";
 import { waitUntil } from "../middleware/rate-limit";
 import { getPoolRouter } from "../pool/router";
 import type { ModelVariant, NodeEvent, OpenAIChatOutputInput, Segment } from "../protocol/index";
-import { type GenerateSampling, generate, generateOutput, samplingFor } from "./generate";
+import { type Accepted, type GenerateSampling, generate, generateOutput, samplingFor } from "./generate";
 import { imageCacheDetail, imageServerTiming, type PreparedImage } from "./images";
 import type { NodeBytes } from "./node-client";
 
@@ -65,8 +65,17 @@ async function tensorsOf(images: PreparedImage[]) {
 }
 
 /** The GPU, straight through (no recording). */
-async function live(c: Context<AppEnv>, plan: AnswerPlan, result: ResultCacheStatus): Promise<Answer> {
-  const generation = await generate(c, { ...plan, images: await tensorsOf(plan.images), signal: plan.signal });
+async function live(
+  c: Context<AppEnv>,
+  plan: AnswerPlan,
+  result: "off" | "bypass" | "miss",
+  onAccepted?: (accepted: AcceptedAnswer) => void,
+): Promise<Answer> {
+  const generation = await generate(
+    c,
+    { ...plan, images: await tensorsOf(plan.images), signal: plan.signal },
+    onAccepted && ((a) => onAccepted({ ...a, result })),
+  );
   return {
     events: generation.stream.events,
     engine: generation.stream.engine,
@@ -78,8 +87,13 @@ async function live(c: Context<AppEnv>, plan: AnswerPlan, result: ResultCacheSta
 }
 
 /** The GPU, recorded: a flight whose events can be shared and stored. */
-async function startFlight(c: Context<AppEnv>, plan: AnswerPlan, signal: AbortSignal): Promise<Flight> {
-  const generation = await generate(c, { ...plan, images: await tensorsOf(plan.images), signal });
+async function startFlight(
+  c: Context<AppEnv>,
+  plan: AnswerPlan,
+  signal: AbortSignal,
+  onAccepted?: (accepted: Accepted) => void,
+): Promise<Flight> {
+  const generation = await generate(c, { ...plan, images: await tensorsOf(plan.images), signal }, onAccepted);
   const flight = new Flight(generation.stream.events, plan.prompts.length, generation.stream.engine, generation.queueMs);
   signal.addEventListener("abort", () => flight.cancel(signal.reason), { once: true });
   flight.finished.finally(generation.release);
@@ -116,30 +130,51 @@ export interface BytesAnswer extends Omit<Answer, "events"> {
   bytes: NodeBytes;
 }
 
+/** A node took the request of an answer this request started (see `answer`'s `onAccepted`). */
+export interface AcceptedAnswer extends Accepted {
+  result: "off" | "bypass" | "miss";
+}
+
 /**
  * `answer`, except that an answer that is neither shared nor stored (`result=off` or `bypass`) is asked
  * of the node as the client's own bytes (the frame's `output`), for the native relay. An answer that
  * goes through the result cache or coalescing takes `answer`'s path unchanged, as does one from a node
- * that did not honour `output`: both come back as events.
+ * that did not honour `output`: both come back as events. `onAccepted` is called (for an unshared answer)
+ * when the first node takes the request, before its first output.
  */
-export async function answerOutput(c: Context<AppEnv>, plan: AnswerPlan, output: OpenAIChatOutputInput): Promise<Answer | BytesAnswer> {
+export async function answerOutput(
+  c: Context<AppEnv>,
+  plan: AnswerPlan,
+  output: OpenAIChatOutputInput,
+  onAccepted?: (accepted: AcceptedAnswer) => void,
+): Promise<Answer | BytesAnswer> {
   await c.get("admitted")?.();
   const result = unsharedStatus(c, plan);
-  if (!result) return answer(c, plan);
-  const generation = await generateOutput(c, { ...plan, images: await tensorsOf(plan.images), signal: plan.signal }, output);
+  if (!result) return answer(c, plan, onAccepted);
+  const generation = await generateOutput(
+    c,
+    { ...plan, images: await tensorsOf(plan.images), signal: plan.signal },
+    output,
+    onAccepted && ((a) => onAccepted({ ...a, result })),
+  );
   const { output: out } = generation;
   const common = { engine: out.engine, queueMs: generation.queueMs, hit: false, result, release: generation.release };
   return out.kind === "bytes" ? { ...common, bytes: out } : { ...common, events: out.events };
 }
 
-export async function answer(c: Context<AppEnv>, plan: AnswerPlan): Promise<Answer> {
+/**
+ * Where the answer comes from (see the module header). `onAccepted` is called when a node takes the
+ * request of GPU work this request started (not for a stored or coalesced answer), before its first
+ * event: a streaming route may start its response then.
+ */
+export async function answer(c: Context<AppEnv>, plan: AnswerPlan, onAccepted?: (accepted: AcceptedAnswer) => void): Promise<Answer> {
   // The rate limiter's decision has travelled while the images were looked up; nothing is answered without it.
   await c.get("admitted")?.();
   const sampling = samplingFor(plan.sampling);
   const unshared = unsharedStatus(c, plan);
-  if (unshared) return live(c, plan, unshared);
+  if (unshared) return live(c, plan, unshared, onAccepted);
   const engines = await engineTag(c.env, plan.variant);
-  if (!engines) return live(c, plan, "miss"); // no live node: the dispatch answers 503
+  if (!engines) return live(c, plan, "miss", onAccepted); // no live node: the dispatch answers 503
   const key = await resultKey({
     variant: plan.variant,
     engines,
@@ -152,7 +187,7 @@ export async function answer(c: Context<AppEnv>, plan: AnswerPlan): Promise<Answ
     // no-cache: a fresh answer of its own (not shared with requests that may read the cache), stored.
     const controller = new AbortController();
     plan.signal.addEventListener("abort", () => controller.abort(plan.signal.reason), { once: true });
-    const flight = await startFlight(c, plan, controller.signal);
+    const flight = await startFlight(c, plan, controller.signal, onAccepted && ((a) => onAccepted({ ...a, result: "bypass" })));
     storeWhenComplete(c, key, flight);
     return {
       events: flight.subscribe(() => controller.abort(new Error("client went away"))),
@@ -168,7 +203,7 @@ export async function answer(c: Context<AppEnv>, plan: AnswerPlan): Promise<Answ
   const joined = await joinOrStart(key, plan.signal, async (signal) => {
     const stored = await getResult(c.env.RESULT_CACHE, key).catch(() => null);
     if (stored) return { kind: "stored", result: stored };
-    const flight = await startFlight(c, plan, signal);
+    const flight = await startFlight(c, plan, signal, onAccepted && ((a) => onAccepted({ ...a, result: "miss" })));
     return { kind: "flight", flight, stored: storeWhenComplete(c, key, flight) };
   });
   const { shared } = joined;

@@ -18,18 +18,33 @@
 import type { Context } from "hono";
 import { requestCachePolicy } from "../cache/policy";
 import type { AppEnv } from "../env";
+import { sseErrorFrame, toApiError } from "../errors";
+import type { ImageQuality } from "../keys/keys";
 import { chatPrompt } from "../prompt/index";
 import {
   ChatCompletionFramer,
+  type ChatCompletionOptions,
   chatCompletionId,
   chatOutputField,
   collectChatCompletion,
+  type Identity,
+  identityStream,
+  KEEP_ALIVE_COMMENT,
   relayNative,
   relaySse,
   sseResponse,
 } from "../stream/index";
-import { type Answer, type AnswerPlan, answer, answerHeaders, answerOutput, type BytesAnswer, usageReporter } from "./answer";
-import { imageContext, imageQuality, imageQualityHeaders, prepareImages } from "./images";
+import {
+  type AcceptedAnswer,
+  type Answer,
+  type AnswerPlan,
+  answer,
+  answerHeaders,
+  answerOutput,
+  type BytesAnswer,
+  usageReporter,
+} from "./answer";
+import { imageContext, imageQuality, imageQualityHeaders, type PreparedImage, prepareImages } from "./images";
 import { resolveModel } from "./model";
 import { ChatCompletionRequest } from "./schemas";
 import { readJsonBody, validate } from "./task-input";
@@ -75,33 +90,10 @@ export async function serveChatCompletion(c: Context<AppEnv>): Promise<Response>
     policy,
     signal,
   };
-  const ans: Answer | BytesAnswer = native
-    ? await answerOutput(c, plan, chatOutputField(options, config.stream.keepAliveMs))
-    : await answer(c, plan);
-  const report = usageReporter(c, images.length, ans.hit);
+  if (body.stream) return serveStream(c, plan, options, images, quality, native);
+  const ans = await answer(c, plan);
   const headers = { ...answerHeaders(c, ans, images), ...imageQualityHeaders(quality, images) };
-  if ("bytes" in ans) {
-    const stream = relayNative(ans.bytes.head, ans.bytes.body, {
-      signal,
-      onEnd: (outcome, usage) => {
-        ans.release();
-        report(outcome === "complete", usage ?? undefined);
-      },
-    });
-    return sseResponse(stream, { headers: { ...headers, "x-relay": "native" } });
-  }
-  if (body.stream) {
-    const framer = new ChatCompletionFramer(options);
-    const stream = relaySse(ans.events, framer, {
-      keepAliveMs: config.stream.keepAliveMs,
-      signal,
-      onEnd: (outcome) => {
-        ans.release();
-        report(outcome === "complete", framer.state.usage());
-      },
-    });
-    return sseResponse(stream, { headers: { ...headers, "x-relay": "js" } });
-  }
+  const report = usageReporter(c, images.length, ans.hit);
   try {
     const collected = await collectChatCompletion(ans.events, options);
     report(collected.ok, collected.ok ? collected.completion.usage : undefined);
@@ -110,4 +102,128 @@ export async function serveChatCompletion(c: Context<AppEnv>): Promise<Response>
   } finally {
     ans.release();
   }
+}
+
+type Reporter = ReturnType<typeof usageReporter>;
+
+/** Streams an answer to the client: the node's own bytes natively, or its events framed here. */
+function relayAnswer(
+  c: Context<AppEnv>,
+  ans: Answer | BytesAnswer,
+  options: ChatCompletionOptions,
+  report: Reporter,
+  into?: Identity,
+): { body: ReadableStream<Uint8Array>; relay: "native" | "js" } {
+  const signal = c.req.raw.signal;
+  if ("bytes" in ans) {
+    const body = relayNative(ans.bytes.head, ans.bytes.body, {
+      signal,
+      into,
+      onEnd: (outcome, usage) => {
+        ans.release();
+        report(outcome === "complete", usage ?? undefined);
+      },
+    });
+    return { body, relay: "native" };
+  }
+  const framer = new ChatCompletionFramer(options);
+  const body = relaySse(ans.events, framer, {
+    keepAliveMs: c.get("config").stream.keepAliveMs,
+    signal,
+    into,
+    onEnd: (outcome) => {
+      ans.release();
+      report(outcome === "complete", framer.state.usage());
+    },
+  });
+  return { body, relay: "js" };
+}
+
+/**
+ * A streaming answer, answered as soon as a node has taken the request (its 200), not at its first
+ * event: the response's status and headers go out while the GPU works, and the output follows in the
+ * same stream (`: keep-alive` comments meanwhile). Starting a response in workerd only once the first
+ * output had been read cost ≈ 0.6 ms of time to first token (docs/benchmarks.md, "Answering when a node
+ * takes the request"). Retries and hedging before the first token still happen: nothing but keep-alives
+ * has reached the client. What changes: when every node fails after one took the request, the client gets
+ * an error frame and `[DONE]` under the 200 instead of a 5xx status; a request no node takes (none free,
+ * all refusing) is still answered with its status (503 no_capacity, …). A stored or shared answer is
+ * answered once it is ready, as before.
+ */
+async function serveStream(
+  c: Context<AppEnv>,
+  plan: AnswerPlan,
+  options: ChatCompletionOptions,
+  images: PreparedImage[],
+  quality: ImageQuality,
+  native: boolean,
+): Promise<Response> {
+  const keepAliveMs = c.get("config").stream.keepAliveMs;
+  let accept: (a: AcceptedAnswer) => void = () => {};
+  const accepted = new Promise<{ accepted: AcceptedAnswer }>((resolve) => {
+    accept = (a) => resolve({ accepted: a });
+  });
+  const pending: Promise<Answer | BytesAnswer> = native
+    ? answerOutput(c, plan, chatOutputField(options, keepAliveMs), accept)
+    : answer(c, plan, accept);
+  const first = await Promise.race([pending, accepted]);
+  if (!("accepted" in first)) {
+    const headers = { ...answerHeaders(c, first, images), ...imageQualityHeaders(quality, images) };
+    const relay = relayAnswer(c, first, options, usageReporter(c, images.length, first.hit));
+    return sseResponse(relay.body, { headers: { ...headers, "x-relay": relay.relay } });
+  }
+  const { engine, queueMs, result } = first.accepted;
+  const headers = {
+    ...answerHeaders(c, { engine, queueMs, hit: false, result, release: () => {} }, images),
+    ...imageQualityHeaders(quality, images),
+    // The relay asked for; a node that did not honour `output` is relayed in JavaScript all the same.
+    "x-relay": native ? "native" : "js",
+  };
+  const into = identityStream();
+  const report = usageReporter(c, images.length, false);
+  void relayWhenAnswered(c, pending, options, report, into, keepAliveMs);
+  return sseResponse(into.readable, { headers });
+}
+
+/** After an early commit: keep-alives until the answer is there, then its relay; its error as a frame. */
+async function relayWhenAnswered(
+  c: Context<AppEnv>,
+  pending: Promise<Answer | BytesAnswer>,
+  options: ChatCompletionOptions,
+  report: Reporter,
+  into: Identity,
+  keepAliveMs: number,
+): Promise<void> {
+  const writer = into.writable.getWriter();
+  const encoder = new TextEncoder();
+  let writes: Promise<unknown> = Promise.resolve();
+  const timer =
+    keepAliveMs > 0
+      ? setInterval(() => {
+          writes = writes.then(() => writer.write(encoder.encode(KEEP_ALIVE_COMMENT))).catch(() => {});
+        }, keepAliveMs)
+      : undefined;
+  let ans: Answer | BytesAnswer;
+  try {
+    ans = await pending;
+  } catch (err) {
+    clearInterval(timer);
+    await writes;
+    const error = toApiError(err);
+    if (error.code === "internal_error") {
+      console.error(JSON.stringify({ level: "error", requestId: c.get("requestId"), path: c.req.path, error: String(err) }));
+    }
+    try {
+      await writer.write(encoder.encode(sseErrorFrame(error)));
+      await writer.close();
+    } catch {
+      writer.abort().catch(() => {});
+    }
+    report(false);
+    return;
+  }
+  clearInterval(timer);
+  await writes;
+  writer.releaseLock();
+  relayAnswer(c, ans, options, report, into);
 }

@@ -65,9 +65,21 @@ export function samplingFor(sampling: GenerateSampling): ResultSampling {
   };
 }
 
-export async function generate(c: Context<AppEnv>, options: GenerateOptions): Promise<Generation> {
-  const routed = await dispatch(c, options, undefined, openNodeStream, (s) => s.events.cancel().catch(() => {}));
+/** `onAccepted`: called once, when the first node takes the request (its 200), before its first event. */
+export async function generate(
+  c: Context<AppEnv>,
+  options: GenerateOptions,
+  onAccepted?: (accepted: Accepted) => void,
+): Promise<Generation> {
+  const routed = await dispatch(c, options, undefined, openNodeStream, (s) => s.events.cancel().catch(() => {}), onAccepted);
   return { stream: routed.value, release: routed.release, queueMs: routed.queueMs };
+}
+
+/** A node took the request (its 200), before its first output: what the response can say already. */
+export interface Accepted {
+  engine: string;
+  /** From the dispatch's start to the node's 200 (ms). */
+  queueMs: number;
 }
 
 export interface OutputGeneration {
@@ -85,9 +97,15 @@ export async function generateOutput(
   c: Context<AppEnv>,
   options: GenerateOptions,
   output: OpenAIChatOutputInput,
+  onAccepted?: (accepted: Accepted) => void,
 ): Promise<OutputGeneration> {
-  const routed = await dispatch(c, options, output, openNodeOutput, (o) =>
-    (o.kind === "bytes" ? o.body : o.events).cancel().catch(() => {}),
+  const routed = await dispatch(
+    c,
+    options,
+    output,
+    openNodeOutput,
+    (o) => (o.kind === "bytes" ? o.body : o.events).cancel().catch(() => {}),
+    onAccepted,
   );
   return { output: routed.value, release: routed.release, queueMs: routed.queueMs };
 }
@@ -98,6 +116,7 @@ async function dispatch<T>(
   output: OpenAIChatOutputInput | undefined,
   open: (o: OpenStreamOptions) => Promise<T>,
   discard: (value: T) => void,
+  onAccepted?: (accepted: Accepted) => void,
 ): Promise<{ value: T; release: () => void; queueMs: number }> {
   const secret = c.env.NODE_SECRET;
   if (!secret) throw new ApiError("no_capacity", "No model servers are configured.", { retryAfter: 30 });
@@ -112,13 +131,21 @@ async function dispatch<T>(
   };
   const tensors = options.images.map((i) => i.tensor);
   const started = performance.now();
+  let accepted = false;
+  const accept = onAccepted
+    ? (engine: string) => {
+        if (accepted) return; // the first node to take it (a hedge or a retry may take it later)
+        accepted = true;
+        onAccepted({ engine, queueMs: performance.now() - started });
+      }
+    : undefined;
   try {
     const routed = await getPoolRouter(c.env).dispatch({
       variant: options.variant,
       region: c.req.raw.cf as CallerLocation | undefined,
       signal: options.signal,
       hedgeAfterMs: c.get("config").pool.hedgeAfterMs,
-      attempt: (node, signal) => open({ node, secret, header, tensors, signal }),
+      attempt: (node, signal) => open({ node, secret, header, tensors, signal, onAccepted: accept }),
       discard,
     });
     return { value: routed.value, release: routed.release, queueMs: performance.now() - started };

@@ -31,6 +31,8 @@ export interface OpenStreamOptions {
   /** Aborts the node request (client gone, hedge lost, deadline). */
   signal: AbortSignal;
   fetch?: typeof fetch;
+  /** Called when the node has taken the request (its 200 response), before its first event or output. */
+  onAccepted?: (engine: string) => void;
 }
 
 export interface NodeStream {
@@ -69,6 +71,7 @@ async function postFrame(options: OpenStreamOptions): Promise<Response & { body:
       Number.isFinite(retryAfter) ? retryAfter : undefined,
     );
   }
+  options.onAccepted?.(response.headers.get("x-engine") ?? "unknown");
   return response as Response & { body: ReadableStream<Uint8Array> };
 }
 

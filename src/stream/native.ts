@@ -24,13 +24,15 @@
  */
 import { sseErrorFrame } from "../errors";
 import type { Usage } from "./openai";
-import { identityStream, type RelayOutcome, SSE_DONE, upstreamBrokenError } from "./sse";
+import { type Identity, identityStream, type RelayOutcome, SSE_DONE, upstreamBrokenError } from "./sse";
 
 export interface NativeRelayOptions {
   /** The client went away when this aborts (the incoming request's `signal`). */
   signal?: AbortSignal;
   /** Called once when the relay stops: the outcome, and the usage chunk's figures when there was one. */
   onEnd?: (outcome: RelayOutcome, usage: Usage | null) => void;
+  /** Write into this stream (its readable side already the response's body); default: a new one. */
+  into?: Identity;
 }
 
 /** The end of a chat completion stream: complete (`[DONE]` after no error frame), and its usage chunk. */
@@ -62,7 +64,7 @@ export function relayNative(
   body: ReadableStream<Uint8Array>,
   options: NativeRelayOptions = {},
 ): ReadableStream<Uint8Array> {
-  const { readable, writable } = identityStream();
+  const { readable, writable } = options.into ?? identityStream();
   const [toClient, toTail] = body.tee();
   const { signal } = options;
   const encoder = new TextEncoder();

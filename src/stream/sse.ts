@@ -52,6 +52,8 @@ export interface SseRelayOptions {
   signal?: AbortSignal;
   /** Called once when the relay stops (for logs and metrics). */
   onEnd?: (outcome: RelayOutcome) => void;
+  /** Write into this stream (its readable side already the response's body); default: a new one. */
+  into?: Identity;
 }
 
 /** `data: <json>\n\n` */
@@ -180,7 +182,7 @@ export function identityStream(): Identity {
 export function relaySse(source: ReadableStream<NodeEvent>, framer: SseFramer, options: SseRelayOptions = {}): ReadableStream<Uint8Array> {
   const keepAliveMs = options.keepAliveMs ?? DEFAULT_KEEP_ALIVE_MS;
   if (!(keepAliveMs >= 0)) throw new RangeError("keepAliveMs must be 0 or more");
-  const { readable, writable } = identityStream();
+  const { readable, writable } = options.into ?? identityStream();
   const writer = writable.getWriter();
   const reader = source.getReader();
   const encoder = new TextEncoder();

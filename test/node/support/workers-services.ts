@@ -8,6 +8,8 @@ declare module "vitest" {
   export interface ProvidedContext {
     simNodeUrl: string;
     countedNodeUrl: string;
+    slowNodeUrl: string;
+    failingNodeUrl: string;
     cacheOrigin: string;
   }
 }
@@ -17,12 +19,9 @@ export const TEST_NODE_SECRET = "test-node-secret";
 
 const images = new URL("../../fixtures/images/", import.meta.url);
 
-function startNode(): Promise<SimulatedNode> {
-  return startSimulatedNode({
-    secret: TEST_NODE_SECRET,
-    // Slow enough that identical requests sent together overlap: ≈ 40 ms before the first token, 200 tokens/s.
-    args: ["--capacity", "8", "--simulate", "vision_ms=10,prefill_ms=30,tokens_per_s=200"],
-  });
+/** Default: slow enough that identical requests sent together overlap (≈ 40 ms before the first token, 200 tokens/s). */
+function startNode(simulate = "vision_ms=10,prefill_ms=30,tokens_per_s=200"): Promise<SimulatedNode> {
+  return startSimulatedNode({ secret: TEST_NODE_SECRET, args: ["--capacity", "8", "--simulate", simulate] });
 }
 
 function startOrigin(): Promise<Server> {
@@ -58,15 +57,23 @@ function startOrigin(): Promise<Server> {
 }
 
 export default async function setup({ provide }: Pick<TestProject, "provide">): Promise<() => Promise<void>> {
-  const [node, counted, origin] = await Promise.all([startNode(), startNode(), startOrigin()]);
+  const [node, counted, slow, failing, origin] = await Promise.all([
+    startNode(),
+    startNode(),
+    startNode("vision_ms=0,prefill_ms=600,tokens_per_s=200"),
+    startNode("vision_ms=0,prefill_ms=50,fault=fail_before_first_token"),
+    startOrigin(),
+  ]);
   provide("simNodeUrl", node.url);
   provide("countedNodeUrl", counted.url);
+  provide("slowNodeUrl", slow.url);
+  provide("failingNodeUrl", failing.url);
   provide("cacheOrigin", `http://127.0.0.1:${(origin.address() as AddressInfo).port}`);
   return async function teardown() {
     origin.closeAllConnections();
     await new Promise<void>((r) => origin.close(() => r()));
     await Promise.all(
-      [node, counted].map(
+      [node, counted, slow, failing].map(
         ({ child }) =>
           new Promise<void>((r) => {
             if (child.exitCode !== null) return r();
