@@ -37,7 +37,7 @@ import { randomBytes } from "node:crypto";
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { cpus, loadavg } from "node:os";
 import { fileURLToPath } from "node:url";
-import { Miniflare, type MiniflareOptions } from "miniflare";
+import type { Miniflare, MiniflareOptions } from "miniflare";
 import { Agent, request } from "undici";
 import { unstable_getMiniflareWorkerOptions } from "wrangler";
 import { DEFAULT_STREAM_INTERVAL_MS } from "../gpu-node/src/agent/generate";
@@ -45,7 +45,9 @@ import { chatPrompt } from "../src/prompt/index";
 import { encodeFrame, type GenerateHeaderInput, PROTOCOL_VERSION } from "../src/protocol/index";
 import { metricValue } from "../test/support/metrics";
 import { type SimulatedNode, startSimulatedNode } from "../test/support/simulated-node";
+import { BENCH_MESSAGES, BENCH_OUTPUT } from "./lib/chat-request";
 import { writeBenchSection } from "./lib/report";
+import { startDirectWorkerd } from "./lib/workerd";
 
 const root = fileURLToPath(new URL("..", import.meta.url));
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 8);
@@ -74,7 +76,7 @@ const EDGE_KEY = `bench_${randomBytes(8).toString("hex")}`;
 const NODE_SECRET = randomBytes(16).toString("hex");
 /** Client keep-alive: under workerd's 5 s and the node's 4 s idle timeouts. */
 const KEEP_ALIVE_MS = 3_000;
-const MESSAGES = [{ role: "user" as const, content: "Describe a quiet harbour at dawn in a few sentences." }];
+const MESSAGES = BENCH_MESSAGES;
 const COMPAT_DATE = "2026-04-20";
 
 interface Sample {
@@ -159,19 +161,9 @@ async function nodeWrites(nodeUrl: string): Promise<number> {
   return metricValue(await (await fetch(`${nodeUrl}/metrics`)).text(), "qvl_node_stream_writes_total");
 }
 
-/** workerd in Miniflare, serving `scriptPath` through a direct socket; returns its origin. */
+/** workerd in Miniflare, serving `scriptPath` through a direct socket; returns its origin and its pid. */
 async function startWorkerd(options: MiniflareOptions): Promise<{ mf: Miniflare; origin: string; pid: number | undefined }> {
-  const mf = new Miniflare({
-    cf: false, // placeholder Request.cf: no fetch of workers.cloudflare.com/cf.json (loopback only)
-    ...options,
-    // Production has no such hop: by default Miniflare sends every outbound fetch through a JS worker that strips a header.
-    stripCfConnectingIp: false,
-    unsafeDirectSockets: [{ host: "127.0.0.1", port: 0 }],
-    host: "127.0.0.1",
-    port: 0,
-  } as MiniflareOptions);
-  await mf.ready;
-  return { mf, origin: (await mf.unsafeGetDirectURL()).origin, pid: findChild("workerd") };
+  return { ...(await startDirectWorkerd(options)), pid: findChild("workerd") };
 }
 
 const CLOCK_TICKS_PER_S = 100;
@@ -271,17 +263,7 @@ function openAiSse(): Pick<Target, "hasText" | "finish"> {
   };
 }
 
-/** The frame's `output` the edge sends for the edge target's request (src/serving/chat.ts). */
-const OUTPUT = {
-  format: "openai-chat" as const,
-  id: "chatcmpl-bench",
-  created: 1_700_000_000,
-  model: "qwen-vl-chat",
-  include_usage: true,
-  logprobs: false,
-  prompt_tokens: "sum" as const,
-  keep_alive_ms: 10_000,
-};
+const OUTPUT = BENCH_OUTPUT;
 
 /** Straight to the node; `openai`: with the frame's `output` (the native relay's frame), else events (the JS relay's). */
 function directTarget(nodeUrl: string, openai = true): Target {

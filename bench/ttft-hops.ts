@@ -24,13 +24,15 @@ import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from "node
 import net from "node:net";
 import { cpus, loadavg, tmpdir } from "node:os";
 import { fileURLToPath } from "node:url";
-import { Miniflare, type MiniflareOptions } from "miniflare";
+import type { MiniflareOptions } from "miniflare";
 import { Agent, request } from "undici";
 import { unstable_getMiniflareWorkerOptions } from "wrangler";
 import { chatPrompt } from "../src/prompt/index";
 import { encodeFrame, PROTOCOL_VERSION } from "../src/protocol/index";
 import { startSimulatedNode } from "../test/support/simulated-node";
+import { BENCH_MESSAGES, BENCH_OUTPUT } from "./lib/chat-request";
 import { writeBenchSection } from "./lib/report";
+import { startDirectWorkerd } from "./lib/workerd";
 
 const root = fileURLToPath(new URL("..", import.meta.url));
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 150);
@@ -41,7 +43,7 @@ const SECRET = randomBytes(16).toString("hex");
 const KEY = `bench_${randomBytes(8).toString("hex")}`;
 const SIMULATE = "prefill_ms=50,vision_ms=0,tokens_per_s=200";
 const COMPAT_DATE = "2026-04-20";
-const MESSAGES = [{ role: "user" as const, content: "Describe a quiet harbour at dawn in a few sentences." }];
+const MESSAGES = BENCH_MESSAGES;
 const CHAT_BODY = JSON.stringify({
   model: "qwen-vl-chat",
   messages: MESSAGES,
@@ -50,16 +52,7 @@ const CHAT_BODY = JSON.stringify({
   max_tokens: 64,
   temperature: 0.7, // not cached, not shared
 });
-const OUTPUT = {
-  format: "openai-chat" as const,
-  id: "chatcmpl-bench",
-  created: 1_700_000_000,
-  model: "qwen-vl-chat",
-  include_usage: true,
-  logprobs: false,
-  prompt_tokens: "sum" as const,
-  keep_alive_ms: 10_000,
-};
+const OUTPUT = BENCH_OUTPUT;
 
 const HOPS = ["in", "node", "out", "head", "ttft"] as const;
 type Hop = (typeof HOPS)[number];
@@ -149,19 +142,6 @@ function buildBase(rev: string): string {
   }
 }
 
-async function startWorkerd(options: MiniflareOptions): Promise<{ mf: Miniflare; origin: string }> {
-  const mf = new Miniflare({
-    cf: false,
-    ...options,
-    stripCfConnectingIp: false,
-    unsafeDirectSockets: [{ host: "127.0.0.1", port: 0 }],
-    host: "127.0.0.1",
-    port: 0,
-  } as MiniflareOptions);
-  await mf.ready;
-  return { mf, origin: (await mf.unsafeGetDirectURL()).origin };
-}
-
 function git(...args: string[]): string {
   return execFileSync("git", args, { cwd: root, encoding: "utf8" }).trim();
 }
@@ -196,9 +176,9 @@ async function main(): Promise<void> {
       },
     }) as MiniflareOptions;
   const workerds = [
-    await startWorkerd(edgeOptions(`${edgeDir}/index.js`, "native")),
-    await startWorkerd(edgeOptions(`${edgeDir}/index.js`, "js")),
-    await startWorkerd({
+    await startDirectWorkerd(edgeOptions(`${edgeDir}/index.js`, "native")),
+    await startDirectWorkerd(edgeOptions(`${edgeDir}/index.js`, "js")),
+    await startDirectWorkerd({
       modules: true,
       scriptPath: `${variantsDir}/gateway-variants.js`,
       compatibilityDate: COMPAT_DATE,
@@ -213,7 +193,10 @@ async function main(): Promise<void> {
       },
     } as MiniflareOptions),
     ...(baseDir
-      ? [await startWorkerd(edgeOptions(`${baseDir}/index.js`, "native")), await startWorkerd(edgeOptions(`${baseDir}/index.js`, "js"))]
+      ? [
+          await startDirectWorkerd(edgeOptions(`${baseDir}/index.js`, "native")),
+          await startDirectWorkerd(edgeOptions(`${baseDir}/index.js`, "js")),
+        ]
       : []),
   ];
   const [edge, edgeJs, variants, base, baseJs] = workerds;
