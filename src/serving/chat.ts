@@ -18,7 +18,7 @@
 import type { Context } from "hono";
 import { requestCachePolicy } from "../cache/policy";
 import type { AppEnv } from "../env";
-import { sseErrorFrame, toApiError } from "../errors";
+import { sseErrorFrame } from "../errors";
 import type { ImageQuality } from "../keys/keys";
 import { chatPrompt } from "../prompt/index";
 import {
@@ -28,25 +28,14 @@ import {
   chatOutputField,
   collectChatCompletion,
   type Identity,
-  identityStream,
-  KEEP_ALIVE_COMMENT,
   relayNative,
   relaySse,
-  sseResponse,
 } from "../stream/index";
-import {
-  type AcceptedAnswer,
-  type Answer,
-  type AnswerPlan,
-  answer,
-  answerHeaders,
-  answerOutput,
-  type BytesAnswer,
-  usageReporter,
-} from "./answer";
+import { type Answer, type AnswerPlan, answer, answerHeaders, answerOutput, type BytesAnswer, usageReporter } from "./answer";
 import { imageContext, imageQuality, imageQualityHeaders, type PreparedImage, prepareImages } from "./images";
 import { resolveModel } from "./model";
 import { ChatCompletionRequest } from "./schemas";
+import { startStream } from "./stream-start";
 import { readJsonBody, validate } from "./task-input";
 
 export async function serveChatCompletion(c: Context<AppEnv>): Promise<Response> {
@@ -139,18 +128,8 @@ function relayAnswer(
   return { body, relay: "js" };
 }
 
-/**
- * A streaming answer, answered as soon as a node has taken the request (its 200), not at its first
- * event: the response's status and headers go out while the GPU works, and the output follows in the
- * same stream (`: keep-alive` comments meanwhile, so a client, or a proxy in between, sees the answer
- * alive during a long queue or prefill). It also takes ≈ 0.45 ms off the last hop to the first token
- * (docs/benchmarks.md, "Time to first token, hop by hop"). Retries and hedging before the first token still happen: nothing but keep-alives
- * has reached the client. What changes: when every node fails after one took the request, the client gets
- * an error frame and `[DONE]` under the 200 instead of a 5xx status; a request no node takes (none free,
- * all refusing) is still answered with its status (503 no_capacity, …). A stored or shared answer is
- * answered once it is ready, as before.
- */
-async function serveStream(
+/** A streaming chat answer (its response starts when a node takes the request: ./stream-start.ts). */
+function serveStream(
   c: Context<AppEnv>,
   plan: AnswerPlan,
   options: ChatCompletionOptions,
@@ -159,71 +138,17 @@ async function serveStream(
   native: boolean,
 ): Promise<Response> {
   const keepAliveMs = c.get("config").stream.keepAliveMs;
-  let accept: (a: AcceptedAnswer) => void = () => {};
-  const accepted = new Promise<{ accepted: AcceptedAnswer }>((resolve) => {
-    accept = (a) => resolve({ accepted: a });
-  });
-  const pending: Promise<Answer | BytesAnswer> = native
-    ? answerOutput(c, plan, chatOutputField(options, keepAliveMs), accept)
-    : answer(c, plan, accept);
-  const first = await Promise.race([pending, accepted]);
-  if (!("accepted" in first)) {
-    const headers = { ...answerHeaders(c, first, images), ...imageQualityHeaders(quality, images) };
-    const relay = relayAnswer(c, first, options, usageReporter(c, images.length, first.hit));
-    return sseResponse(relay.body, { headers: { ...headers, "x-relay": relay.relay } });
-  }
-  const { engine, queueMs, result } = first.accepted;
-  const headers = {
-    ...answerHeaders(c, { engine, queueMs, hit: false, result, release: () => {} }, images),
-    ...imageQualityHeaders(quality, images),
+  return startStream<Answer | BytesAnswer>(c, {
+    answer: (onAccepted) =>
+      native ? answerOutput(c, plan, chatOutputField(options, keepAliveMs), onAccepted) : answer(c, plan, onAccepted),
+    relay: (ans, report, into) => {
+      const relay = relayAnswer(c, ans, options, report, into);
+      return { body: relay.body, headers: { "x-relay": relay.relay } };
+    },
+    fail: sseErrorFrame,
+    images,
+    headers: imageQualityHeaders(quality, images),
     // The relay asked for; a node that did not honour `output` is relayed in JavaScript all the same.
-    "x-relay": native ? "native" : "js",
-  };
-  const into = identityStream();
-  const report = usageReporter(c, images.length, false);
-  void relayWhenAnswered(c, pending, options, report, into, keepAliveMs);
-  return sseResponse(into.readable, { headers });
-}
-
-/** After an early commit: keep-alives until the answer is there, then its relay; its error as a frame. */
-async function relayWhenAnswered(
-  c: Context<AppEnv>,
-  pending: Promise<Answer | BytesAnswer>,
-  options: ChatCompletionOptions,
-  report: Reporter,
-  into: Identity,
-  keepAliveMs: number,
-): Promise<void> {
-  const writer = into.writable.getWriter();
-  const encoder = new TextEncoder();
-  let writes: Promise<unknown> = Promise.resolve();
-  const timer =
-    keepAliveMs > 0
-      ? setInterval(() => {
-          writes = writes.then(() => writer.write(encoder.encode(KEEP_ALIVE_COMMENT))).catch(() => {});
-        }, keepAliveMs)
-      : undefined;
-  let ans: Answer | BytesAnswer;
-  try {
-    ans = await pending;
-  } catch (err) {
-    clearInterval(timer);
-    await writes;
-    const error = toApiError(err);
-    if (error.code === "internal_error") {
-      console.error(JSON.stringify({ level: "error", requestId: c.get("requestId"), path: c.req.path, error: String(err) }));
-    }
-    try {
-      await writer.write(encoder.encode(sseErrorFrame(error)));
-      await writer.close();
-    } catch {
-      writer.abort().catch(() => {});
-    }
-    report(false);
-    return;
-  }
-  clearInterval(timer);
-  await writes;
-  writer.releaseLock();
-  relayAnswer(c, ans, options, report, into);
+    earlyHeaders: { "x-relay": native ? "native" : "js" },
+  });
 }

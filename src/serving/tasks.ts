@@ -6,11 +6,12 @@ import type { Context } from "hono";
 import { requestCachePolicy } from "../cache/policy";
 import type { AppEnv } from "../env";
 import { captionPrompt, groundingPrompt, type TaskPrompt, vqaPrompt } from "../prompt/index";
-import { collectTask, relaySse, sseResponse, type Task, TaskFramer } from "../stream/index";
-import { answer, answerHeaders, usageReporter } from "./answer";
+import { collectTask, relaySse, sseEvent, type Task, TaskFramer } from "../stream/index";
+import { type Answer, answer, answerHeaders, usageReporter } from "./answer";
 import { imageContext, imageQuality, imageQualityHeaders, prepareImage } from "./images";
 import { resolveModel } from "./model";
 import { CaptionRequest, GroundingRequest, VqaRequest } from "./schemas";
+import { startStream } from "./stream-start";
 import { readTaskInput } from "./task-input";
 
 const SCHEMAS = { caption: CaptionRequest, vqa: VqaRequest, grounding: GroundingRequest } as const;
@@ -35,34 +36,45 @@ export async function serveTask(c: Context<AppEnv>, task: Task): Promise<Respons
     grounding = g.grounding;
   }
 
-  const ans = await answer(c, {
+  const plan = {
     variant,
     prompts: [prompt.segments],
     images: [image],
     sampling: { ...body, max_tokens: body.max_completion_tokens ?? body.max_tokens },
     policy,
     signal,
-  });
-  const report = usageReporter(c, 1, ans.hit);
+  };
   const options = {
     task,
     image: { width: image.width, height: image.height },
     ...(grounding ? { grounding } : {}),
     meta: { id: `${task}-${c.get("requestId")}`, model, image: { width: image.width, height: image.height, quality } },
   };
-  const headers = { ...answerHeaders(c, ans, [image]), ...imageQualityHeaders(quality, [image]) };
   if (body.stream) {
-    const framer = new TaskFramer(options);
-    const stream = relaySse(ans.events, framer, {
-      keepAliveMs: config.stream.keepAliveMs,
-      signal,
-      onEnd: (outcome) => {
-        ans.release();
-        report(outcome === "complete", framer.state.result?.usage);
+    // The response starts when a node takes the request (./stream-start.ts).
+    return startStream<Answer>(c, {
+      answer: (onAccepted) => answer(c, plan, onAccepted),
+      relay: (ans, report, into) => {
+        const framer = new TaskFramer(options);
+        const stream = relaySse(ans.events, framer, {
+          keepAliveMs: config.stream.keepAliveMs,
+          signal,
+          into,
+          onEnd: (outcome) => {
+            ans.release();
+            report(outcome === "complete", framer.state.result?.usage);
+          },
+        });
+        return { body: stream };
       },
+      fail: (error) => sseEvent("error", error.toJSON()),
+      images: [image],
+      headers: imageQualityHeaders(quality, [image]),
     });
-    return sseResponse(stream, { headers });
   }
+  const ans = await answer(c, plan);
+  const report = usageReporter(c, 1, ans.hit);
+  const headers = { ...answerHeaders(c, ans, [image]), ...imageQualityHeaders(quality, [image]) };
   try {
     const collected = await collectTask(ans.events, options);
     report(collected.ok, collected.ok ? collected.result.usage : undefined);

@@ -7,7 +7,7 @@
  */
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
-import { bearer, edge, envWithNode, TOKEN } from "./helpers";
+import { bearer, edge, envWithNode, fixture, TOKEN } from "./helpers";
 
 const RELAYS = ["js", "native"] as const;
 
@@ -83,4 +83,38 @@ it("without streaming, the same failure is a status (503 no_capacity, Retry-Afte
   expect(res.status).toBe(503);
   expect(Number(res.headers.get("retry-after"))).toBeGreaterThan(0);
   expect(((await res.json()) as { error: { code: string } }).error.code).toBe("no_capacity");
+});
+
+describe("streaming captions (the task routes start the same way)", () => {
+  const caption = async (): Promise<RequestInit> => ({
+    method: "POST",
+    headers: { ...bearer(TOKEN), "content-type": "image/png" },
+    body: await fixture("fixtures/coffee.png"),
+  });
+
+  it("headers when the node takes it, keep-alives, then delta events and done", async () => {
+    const e = envWithNode(env.SLOW_NODE_URL, { SSE_KEEP_ALIVE_MS: "100" });
+    const res = await edge(e, "/v1/captions?stream=true&temperature=0.7", await caption());
+    expect(res.status).toBe(200);
+    expect(res.headers.get("x-engine")).toBe("simulated");
+    const parts = await chunks(res);
+    const firstEvent = parts.findIndex((p) => p.includes("event: "));
+    expect(firstEvent).toBeGreaterThanOrEqual(2);
+    for (const p of parts.slice(0, firstEvent)) expect(p).toBe(": keep-alive\n\n");
+    const text = parts.join("");
+    expect(text).toContain("event: delta\n");
+    expect(text).toMatch(/event: done\ndata: \{[^\n]*"caption":"\[simulated\]/);
+    await res.settled();
+  });
+
+  it("a node that takes it and fails before its first token, no other node left: 200, then event: error", async () => {
+    const res = await edge(envWithNode(env.FAILING_NODE_URL), "/v1/captions?stream=true&temperature=0.7", await caption());
+    expect(res.status).toBe(200);
+    const text = (await chunks(res)).join("");
+    expect(text).not.toContain("event: delta");
+    const error = /^event: error\ndata: (.*)\n\n$/m.exec(text.replace(/^(: keep-alive\n\n)*/, ""));
+    expect(error).not.toBeNull();
+    expect(JSON.parse(error![1]).error).toMatchObject({ type: "server_error", code: "no_capacity" });
+    await res.settled();
+  });
 });
