@@ -74,7 +74,7 @@ async function live(
   const generation = await generate(
     c,
     { ...plan, images: await tensorsOf(plan.images), signal: plan.signal },
-    onAccepted && ((a) => onAccepted({ ...a, result })),
+    acceptedAs(onAccepted, result),
   );
   return {
     events: generation.stream.events,
@@ -135,6 +135,11 @@ export interface AcceptedAnswer extends Accepted {
   result: "off" | "bypass" | "miss";
 }
 
+/** The dispatch's `onAccepted`, telling the route which result-cache path the answer took. */
+function acceptedAs(onAccepted: ((a: AcceptedAnswer) => void) | undefined, result: AcceptedAnswer["result"]) {
+  return onAccepted && ((a: Accepted) => onAccepted({ ...a, result }));
+}
+
 /**
  * `answer`, except that an answer that is neither shared nor stored (`result=off` or `bypass`) is asked
  * of the node as the client's own bytes (the frame's `output`), for the native relay. An answer that
@@ -155,7 +160,7 @@ export async function answerOutput(
     c,
     { ...plan, images: await tensorsOf(plan.images), signal: plan.signal },
     output,
-    onAccepted && ((a) => onAccepted({ ...a, result })),
+    acceptedAs(onAccepted, result),
   );
   const { output: out } = generation;
   const common = { engine: out.engine, queueMs: generation.queueMs, hit: false, result, release: generation.release };
@@ -187,7 +192,7 @@ export async function answer(c: Context<AppEnv>, plan: AnswerPlan, onAccepted?: 
     // no-cache: a fresh answer of its own (not shared with requests that may read the cache), stored.
     const controller = new AbortController();
     plan.signal.addEventListener("abort", () => controller.abort(plan.signal.reason), { once: true });
-    const flight = await startFlight(c, plan, controller.signal, onAccepted && ((a) => onAccepted({ ...a, result: "bypass" })));
+    const flight = await startFlight(c, plan, controller.signal, acceptedAs(onAccepted, "bypass"));
     storeWhenComplete(c, key, flight);
     return {
       events: flight.subscribe(() => controller.abort(new Error("client went away"))),
@@ -203,7 +208,7 @@ export async function answer(c: Context<AppEnv>, plan: AnswerPlan, onAccepted?: 
   const joined = await joinOrStart(key, plan.signal, async (signal) => {
     const stored = await getResult(c.env.RESULT_CACHE, key).catch(() => null);
     if (stored) return { kind: "stored", result: stored };
-    const flight = await startFlight(c, plan, signal, onAccepted && ((a) => onAccepted({ ...a, result: "miss" })));
+    const flight = await startFlight(c, plan, signal, acceptedAs(onAccepted, "miss"));
     return { kind: "flight", flight, stored: storeWhenComplete(c, key, flight) };
   });
   const { shared } = joined;
