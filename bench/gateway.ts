@@ -59,6 +59,12 @@ const WRITE = process.env.BENCH_WRITE !== "0";
 const PIN = process.env.BENCH_PIN === "1";
 /** The main edge rows' relay (BENCH_RELAY=js|native, default native); the breakdown has both. */
 const MAIN_RELAY: "js" | "native" = process.env.BENCH_RELAY === "js" ? "js" : "native";
+/**
+ * BENCH_AA=0 leaves out the A/A control: a second direct path (`control`, the same requests to the same node)
+ * that takes turns with the other two, so `control − direct` shows how far two runs of the *same* path land
+ * apart in this run: the resolution of every "added" figure.
+ */
+const AA = process.env.BENCH_AA !== "0";
 
 function pinTo(cpu: number, pid: number | undefined): void {
   if (pid) execFileSync("taskset", ["-a", "-p", "-c", String(cpu), String(pid)], { stdio: "ignore" });
@@ -512,6 +518,9 @@ interface ConcurrencyResult {
   edge: Summary;
   /** Edge quantile minus direct quantile (separate requests, not pairs). */
   added_ms: { ttft: Added; total: Added };
+  /** The A/A control (BENCH_AA): the direct path measured again, and its quantiles minus direct's. */
+  control?: Summary;
+  aa_ms?: { ttft: Added; total: Added };
 }
 
 const added = (edge: Dist, direct: Dist): Added => ({ p50: edge.p50 - direct.p50, p90: edge.p90 - direct.p90, p99: edge.p99 - direct.p99 });
@@ -565,6 +574,13 @@ function reading(results: ConcurrencyResult[], breakdown: Breakdown | null, core
     return { r, ok: meets(a), text: `${r.concurrency} stream${r.concurrency > 1 ? "s" : ""}: ${signed(a.p50)} / ${signed(a.p99)} ms` };
   });
   const missed = verdicts.filter((v) => !v.ok);
+  const aa = results.filter((r) => r.aa_ms);
+  const aaText = aa
+    .map(
+      (r) =>
+        `${r.concurrency} stream${r.concurrency > 1 ? "s" : ""} ${signed(r.aa_ms?.ttft.p50 ?? 0)} / ${signed(r.aa_ms?.ttft.p99 ?? 0)} ms`,
+    )
+    .join("; ");
   out.push(
     `- **Goal (issue 4): the edge adds ≤ 2 ms at p50 and ≤ 10 ms at p99 to the first token.** Added (p50 / p99): ${verdicts
       .map((v) => `${v.text} (${v.ok ? "met" : "not met"})`)
@@ -574,6 +590,11 @@ function reading(results: ConcurrencyResult[], breakdown: Breakdown | null, core
         : `**The goal is not met** at ${missed.map((v) => `${v.r.concurrency} stream${v.r.concurrency > 1 ? "s" : ""}`).join(" and ")} in this run.`
     }`,
   );
+  if (aa.length) {
+    out.push(
+      `- **The A/A control** (the direct path measured twice, p50 / p99 of TTFT): ${aaText}. This is the run's resolution: the same path, the same node, alternating blocks.`,
+    );
+  }
 
   const cpu = (name: string, c: number) => breakdown?.[name]?.[c]?.cpu_ms_per_request.workerd ?? Number.NaN;
   const writes = (name: string, c: number) => breakdown?.[name]?.[c]?.writes_per_request ?? Number.NaN;
@@ -716,6 +737,13 @@ function renderMarkdown(results: ConcurrencyResult[], breakdown: Breakdown | nul
     `  ${C1_BLOCK} requests per block; at 64 streams ${C64_PER_STREAM} per stream per block, each stream's first and last not counted, so`,
     "  every counted request ran with 64 in flight).",
     "- **added** = edge quantile − direct quantile (separate requests, not pairs). Goal (issue 4): p50 ≤ 2 ms, p99 ≤ 10 ms added.",
+    ...(results.some((r) => r.aa_ms)
+      ? [
+          "- **control** (the A/A control): the direct path a second time, the same requests to the same node, taking turns with the",
+          "  other two; **A/A** = control − direct is how far two measurements of one and the same path land apart in this run, the",
+          "  resolution of the **added** row (an added figure inside the A/A spread cannot be told from zero).",
+        ]
+      : []),
     "- **CPU** per request, from /proc: the client, the node, workerd, and every other process on the machine (not ours; on a shared",
     "  machine, other work). Client, node and workerd share the same cores: at 64 streams the edge competes for CPU with the node",
     "  and the client, which a real edge (elsewhere than the GPU node) does not.",
@@ -724,17 +752,24 @@ function renderMarkdown(results: ConcurrencyResult[], breakdown: Breakdown | nul
     "|---:|---|---:|---:|---:|---:|---:|---:|---|---:|",
   ];
   for (const r of results) {
-    for (const side of ["direct", "edge"] as const) {
+    for (const side of ["direct", "edge", "control"] as const) {
       const s = r[side];
+      if (!s) continue;
       const c = s.cpu_ms_per_request;
       lines.push(
-        `| ${r.concurrency} | ${side} | ${s.requests_counted} (${s.requests_failed}) | ${f1(s.ttft_ms.p50)} | ${f1(s.ttft_ms.p99)} | ${f1(s.total_ms.p50)} | ${f1(s.total_ms.p99)} | ${f1(s.writes_per_request)} | ${f1(c.client)} · ${f1(c.node)} · ${f1(c.workerd)} | ${f2(s.other_cores)} cores |`,
+        `| ${r.concurrency} | ${side === "control" ? "control (direct again)" : side} | ${s.requests_counted} (${s.requests_failed}) | ${f1(s.ttft_ms.p50)} | ${f1(s.ttft_ms.p99)} | ${f1(s.total_ms.p50)} | ${f1(s.total_ms.p99)} | ${f1(s.writes_per_request)} | ${f1(c.client)} · ${f1(c.node)} · ${f1(c.workerd)} | ${f2(s.other_cores)} cores |`,
       );
     }
     const a = r.added_ms;
     lines.push(
-      `| ${r.concurrency} | **added** |  | **${signed(a.ttft.p50)}** | **${signed(a.ttft.p99)}** | **${signed(a.total.p50)}** | **${signed(a.total.p99)}** |  |  |  |`,
+      `| ${r.concurrency} | **added** (edge − direct) |  | **${signed(a.ttft.p50)}** | **${signed(a.ttft.p99)}** | **${signed(a.total.p50)}** | **${signed(a.total.p99)}** |  |  |  |`,
     );
+    if (r.aa_ms) {
+      const n = r.aa_ms;
+      lines.push(
+        `| ${r.concurrency} | A/A (control − direct) |  | ${signed(n.ttft.p50)} | ${signed(n.ttft.p99)} | ${signed(n.total.p50)} | ${signed(n.total.p99)} |  |  |  |`,
+      );
+    }
   }
   lines.push("", "Times in ms.");
   if (breakdown) {
@@ -854,13 +889,16 @@ async function main(): Promise<void> {
       console.error("pinned: workerd on CPU 0; client and node on CPU 1");
     }
     const targets = { direct: directTarget(node.url, MAIN_RELAY === "native"), edge: edgeTarget(edge.origin, MAIN_RELAY) };
-    agents.push(targets.direct.agent, targets.edge.agent);
+    const control: Target = { ...directTarget(node.url, MAIN_RELAY === "native"), name: "control" };
+    const sides = AA ? [targets.direct, targets.edge, control] : [targets.direct, targets.edge];
+    agents.push(...sides.map((t) => t.agent));
     try {
       // Warm up both paths (JIT, connections, the pool's node list) and size the stagger.
       const warm: Record<string, number[]> = { direct: [], edge: [] };
       for (let i = 0; i < 4; i++) for (const t of [targets.direct, targets.edge]) warm[t.name].push(await warmOnce(t));
+      if (AA) for (let i = 0; i < 4; i++) await warmOnce(control);
       const staggerMs = (dist(warm.direct.filter((x) => !Number.isNaN(x))).p50 || 350) / 64;
-      for (const t of [targets.direct, targets.edge]) logBlock("warm", await runBlock(t, 64, 2, pids, staggerMs));
+      for (const t of sides) logBlock("warm", await runBlock(t, 64, 2, pids, staggerMs));
       const ok = (xs: number[]) => xs.filter((x) => !Number.isNaN(x));
       log(
         `warm: direct ${f1(dist(ok(warm.direct)).p50)} ms, edge ${f1(dist(ok(warm.edge)).p50)} ms per request; stagger ${f1(staggerMs)} ms`,
@@ -868,9 +906,11 @@ async function main(): Promise<void> {
 
       for (let round = 0; round < ROUNDS; round++) {
         for (const concurrency of CONCURRENCY) {
-          // Which side goes first alternates by round and by concurrency (ABBA).
-          const first = (round + (concurrency === 1 ? 0 : 1)) % 2 === 0;
-          for (const t of first ? [targets.direct, targets.edge] : [targets.edge, targets.direct]) {
+          // Which side goes first rotates by round and by concurrency; every other turn the order is reversed
+          // (with two sides: ABBA), so no side always follows the same one.
+          const shift = (round + (concurrency === 1 ? 0 : 1)) % sides.length;
+          const rotated = [...sides.slice(shift), ...sides.slice(0, shift)];
+          for (const t of round % 2 === 0 ? rotated : rotated.reverse()) {
             const block = await runBlock(t, concurrency, concurrency === 1 ? C1_BLOCK : C64_PER_STREAM, pids, staggerMs);
             blocks.push(block);
             logBlock(`round ${round + 1}/${ROUNDS}`, block);
@@ -956,11 +996,16 @@ async function main(): Promise<void> {
   const results: ConcurrencyResult[] = CONCURRENCY.map((concurrency) => {
     const direct = summarize(blocks.filter((b) => b.concurrency === concurrency && b.target === "direct"));
     const edge = summarize(blocks.filter((b) => b.concurrency === concurrency && b.target === "edge"));
+    const controlBlocks = blocks.filter((b) => b.concurrency === concurrency && b.target === "control");
+    const control = controlBlocks.length ? summarize(controlBlocks) : undefined;
     return {
       concurrency,
       direct,
       edge,
       added_ms: { ttft: added(edge.ttft_ms, direct.ttft_ms), total: added(edge.total_ms, direct.total_ms) },
+      ...(control
+        ? { control, aa_ms: { ttft: added(control.ttft_ms, direct.ttft_ms), total: added(control.total_ms, direct.total_ms) } }
+        : {}),
     };
   });
   const version = (name: string) =>
@@ -982,7 +1027,7 @@ async function main(): Promise<void> {
   for (const r of results) {
     const a = r.added_ms;
     log(
-      `c=${r.concurrency}: added TTFT p50 ${signed(a.ttft.p50)} p99 ${signed(a.ttft.p99)} ms; total p50 ${signed(a.total.p50)} p99 ${signed(a.total.p99)} ms (tokens: direct ${r.direct.completion_tokens}, edge ${r.edge.completion_tokens})`,
+      `c=${r.concurrency}: added TTFT p50 ${signed(a.ttft.p50)} p99 ${signed(a.ttft.p99)} ms; total p50 ${signed(a.total.p50)} p99 ${signed(a.total.p99)} ms (tokens: direct ${r.direct.completion_tokens}, edge ${r.edge.completion_tokens})${r.aa_ms ? `; A/A TTFT p50 ${signed(r.aa_ms.ttft.p50)} p99 ${signed(r.aa_ms.ttft.p99)} ms` : ""}`,
     );
   }
   const section = renderMarkdown(results, breakdown, meta);

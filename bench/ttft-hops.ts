@@ -15,6 +15,13 @@
  * to the client reading the first token; **head** = to the client reading the response's status and headers;
  * **TTFT** = to the first token. Paths take turns request by request (N rounds, default 150). Medians.
  *
+ * Then the same split at 64 streams in flight (BENCH_MANY=0 leaves it out): direct, edge and edge-js in
+ * alternating blocks, 64 streams each sending requests one after another (starts spread over one request's
+ * duration), every request tagged with its own `request_id` (the frame's; through the edge, the client's
+ * `x-request-id`, which the edge forwards), so the proxy times each request on its own connection. p50 /
+ * p90 / p99 of each hop: where the time the edge adds at 64 streams goes, the node's own hop included (on
+ * shared cores the node runs slower while workerd works).
+ *
  * Writes docs/benchmarks.md (between `<!-- bench:ttft-hops:start -->` and `end`) and the `ttft-hops` key of
  * docs/benchmarks.json (BENCH_WRITE=0: print instead).
  */
@@ -39,6 +46,11 @@ const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 150);
 const WARMUP = 10;
 const BASE = process.env.BENCH_BASE;
 const WRITE = process.env.BENCH_WRITE !== "0";
+const MANY = process.env.BENCH_MANY !== "0";
+const MANY_STREAMS = 64;
+/** Requests per stream per block at 64 streams (the first and last of each stream not counted: ramp up and down). */
+const MANY_PER_STREAM = 5;
+const MANY_ROUNDS = Number(process.env.BENCH_MANY_ROUNDS ?? 4);
 const SECRET = randomBytes(16).toString("hex");
 const KEY = `bench_${randomBytes(8).toString("hex")}`;
 const SIMULATE = "prefill_ms=50,vision_ms=0,tokens_per_s=200";
@@ -56,10 +68,13 @@ const OUTPUT = BENCH_OUTPUT;
 
 const HOPS = ["in", "node", "out", "head", "ttft"] as const;
 type Hop = (typeof HOPS)[number];
-type Sample = Record<Hop, number>;
+type Sample = Record<Hop, number> & { total: number };
 
 /** What the proxy saw of the request in flight (one at a time). */
 const seen = { requestAt: 0, outputAt: 0, text: "" };
+/** At 64 streams: what the proxy saw of each request, by its `request_id`. */
+const seenById = new Map<string, { requestAt: number; outputAt: number }>();
+const FIRST_TOKEN = /"(content|text)":"[^"]/;
 
 /** A TCP proxy to `target` that notes when a request's first byte arrives and when the node's first output passes. */
 function startProxy(target: URL): Promise<{ url: string; server: net.Server }> {
@@ -67,8 +82,20 @@ function startProxy(target: URL): Promise<{ url: string; server: net.Server }> {
     client.setNoDelay(true);
     const upstream = net.connect(Number(target.port), target.hostname);
     upstream.setNoDelay(true);
+    // This connection's request in flight, for the 64-stream part (requests on one connection come one after another).
+    const tagged = { id: "", head: "", requestAt: 0, out: "" };
     client.on("data", (d) => {
-      if (!seen.requestAt) seen.requestAt = performance.now();
+      const now = performance.now();
+      if (!seen.requestAt) seen.requestAt = now;
+      if (!tagged.id) {
+        if (!tagged.requestAt) tagged.requestAt = now;
+        tagged.head = (tagged.head.length > 16_384 ? tagged.head.slice(-1024) : tagged.head) + d.toString("latin1");
+        const id = /"request_id":"(h64-[^"]+)"/.exec(tagged.head)?.[1];
+        if (id) {
+          seenById.set(id, { requestAt: tagged.requestAt, outputAt: 0 });
+          Object.assign(tagged, { id, head: "", out: "" });
+        }
+      }
       upstream.write(d);
     });
     upstream.on("data", (d) => {
@@ -76,6 +103,12 @@ function startProxy(target: URL): Promise<{ url: string; server: net.Server }> {
       if (seen.requestAt && !seen.outputAt) {
         seen.text += d.toString("latin1");
         if (seen.text.includes("\ndata: ")) seen.outputAt = performance.now();
+      }
+      if (tagged.id) {
+        const entry = seenById.get(tagged.id);
+        tagged.out += d.toString("latin1");
+        if (entry && !entry.outputAt && FIRST_TOKEN.test(tagged.out)) entry.outputAt = performance.now();
+        if (/data: \[DONE\]|event: (done|error)/.test(tagged.out)) Object.assign(tagged, { id: "", head: "", requestAt: 0, out: "" });
       }
       client.write(d);
     });
@@ -112,7 +145,65 @@ async function timed(url: string, headers: Record<string, string>, body: string 
   if (!first) throw new Error(`${url}: no token`);
   const requestAt = seen.requestAt - t0;
   const outputAt = seen.outputAt - t0;
-  return { in: requestAt, node: outputAt - requestAt, out: first - outputAt, head, ttft: first };
+  return { in: requestAt, node: outputAt - requestAt, out: first - outputAt, head, ttft: first, total: performance.now() - t0 };
+}
+
+// ---------------------------------------------------------------------------------------------------
+// 64 streams
+
+const MANY_HOPS = ["in", "node", "out", "ttft"] as const;
+type ManySample = Record<(typeof MANY_HOPS)[number], number>;
+
+interface ManyPath {
+  name: string;
+  send: (id: string, agent: Agent) => Promise<ManySample>;
+  agent: Agent;
+}
+
+/** One tagged request: its hops from the proxy's notes under its `request_id`. */
+async function timedMany(
+  id: string,
+  url: string,
+  headers: Record<string, string>,
+  body: string | Uint8Array,
+  agent: Agent,
+): Promise<ManySample> {
+  const t0 = performance.now();
+  const res = await request(url, { method: "POST", headers, body, dispatcher: agent });
+  if (res.statusCode !== 200) throw new Error(`${url}: HTTP ${res.statusCode} ${(await res.body.text()).slice(0, 200)}`);
+  let first = 0;
+  let text = "";
+  for await (const chunk of res.body) {
+    if (first) continue;
+    text += Buffer.from(chunk as Uint8Array).toString("latin1");
+    if (FIRST_TOKEN.test(text)) first = performance.now();
+  }
+  const noted = seenById.get(id);
+  seenById.delete(id);
+  if (!first || !noted?.outputAt) throw new Error(`${url}: ${id}: ${first ? "the proxy saw no output" : "no token"}`);
+  return { in: noted.requestAt - t0, node: noted.outputAt - noted.requestAt, out: first - noted.outputAt, ttft: first - t0 };
+}
+
+/** 64 streams, each sending MANY_PER_STREAM requests in a row, starts spread over one request's `length`. */
+async function manyBlock(p: ManyPath, length: number, tag: string): Promise<ManySample[]> {
+  const out: ManySample[] = [];
+  await Promise.all(
+    Array.from({ length: MANY_STREAMS }, async (_, stream) => {
+      await new Promise((r) => setTimeout(r, (stream * length) / MANY_STREAMS));
+      for (let i = 0; i < MANY_PER_STREAM; i++) {
+        const sample = await p.send(`h64-${p.name}-${tag}-${stream}-${i}`, p.agent);
+        if (i > 0 && i < MANY_PER_STREAM - 1) out.push(sample);
+      }
+    }),
+  );
+  return out;
+}
+
+function quantile(values: number[], q: number): number {
+  const s = [...values].sort((a, b) => a - b);
+  const pos = (s.length - 1) * q;
+  const lo = Math.floor(pos);
+  return s[lo] + (s[Math.ceil(pos)] - s[lo]) * (pos - lo);
 }
 
 const median = (values: number[]) => {
@@ -158,7 +249,7 @@ async function main(): Promise<void> {
   const variantsDir = build(root, `${root}.bench/ttft-hops-variants`, `${root}.bench/ttft-hops-variants.toml`);
   const baseDir = BASE ? buildBase(BASE) : undefined;
 
-  const node = await startSimulatedNode({ secret: SECRET, args: ["--variant", "qwen-vl-chat", "--simulate", SIMULATE, "--capacity", "8"] });
+  const node = await startSimulatedNode({ secret: SECRET, args: ["--variant", "qwen-vl-chat", "--simulate", SIMULATE, "--capacity", "128", "--max-queue", "256"] });
   const proxy = await startProxy(new URL(node.url));
   const { workerOptions } = unstable_getMiniflareWorkerOptions(`${root}wrangler.toml`);
   const edgeOptions = (scriptPath: string, relay: "native" | "js") =>
@@ -250,6 +341,7 @@ async function main(): Promise<void> {
       : []),
   ];
   const samples: Record<string, Sample[]> = Object.fromEntries(paths.map((p) => [p.name, []]));
+  const many: Record<string, ManySample[]> = {};
   try {
     for (let i = 0; i < WARMUP; i++) for (const p of paths) await p.send();
     for (let i = 0; i < ROUNDS; i++) {
@@ -257,6 +349,48 @@ async function main(): Promise<void> {
       for (let j = 0; j < paths.length; j++) {
         const p = paths[(i + j) % paths.length];
         samples[p.name].push(await p.send());
+      }
+    }
+    if (MANY) {
+      const direct = (id: string, a: Agent) =>
+        timedMany(
+          id,
+          `${proxy.url}/v1/generate`,
+          { authorization: `Bearer ${SECRET}`, "content-type": "application/octet-stream" },
+          encodeFrame(
+            {
+              version: PROTOCOL_VERSION,
+              request_id: id,
+              variant: "qwen-vl-chat",
+              prompts: [segments],
+              images: [],
+              sampling: { max_tokens: 64, temperature: 0.7, top_p: 1, stop: [] },
+              output: OUTPUT,
+            },
+            [],
+          ),
+          a,
+        );
+      const chat = (origin: string) => (id: string, a: Agent) =>
+        timedMany(
+          id,
+          `${origin}/v1/chat/completions`,
+          { authorization: `Bearer ${KEY}`, "content-type": "application/json", "x-request-id": id },
+          CHAT_BODY,
+          a,
+        );
+      const manyPaths: ManyPath[] = [
+        { name: "direct", send: direct, agent: agent() },
+        { name: "edge", send: chat(edge.origin), agent: agent() },
+        { name: "edge-js", send: chat(edgeJs.origin), agent: agent() },
+      ];
+      const length = median(samples.direct.map((s) => s.total));
+      for (const p of manyPaths) await manyBlock(p, length, "warm");
+      for (let round = 0; round < MANY_ROUNDS; round++) {
+        for (let j = 0; j < manyPaths.length; j++) {
+          const p = manyPaths[(round + j) % manyPaths.length];
+          many[p.name] = [...(many[p.name] ?? []), ...(await manyBlock(p, length, `r${round}`))];
+        }
       }
     }
   } finally {
@@ -279,13 +413,43 @@ async function main(): Promise<void> {
     rounds: String(ROUNDS),
     source: `${git("rev-parse", "--short", "HEAD")}${dirty ? ` plus ${dirty} uncommitted paths under src/ and wrangler.toml` : ""}`,
     base: BASE ? git("rev-parse", "--short", BASE) : "",
+    many_rounds: String(MANY_ROUNDS),
   };
-  const section = render(medians, meta);
-  if (WRITE) writeBenchSection("ttft-hops", section, { meta, medians });
+  const manyQuantiles = Object.fromEntries(
+    Object.entries(many).map(([name, xs]) => [
+      name,
+      {
+        n: xs.length,
+        ...Object.fromEntries(
+          MANY_HOPS.map((h) => [
+            h,
+            {
+              p50: quantile(
+                xs.map((x) => x[h]),
+                0.5,
+              ),
+              p90: quantile(
+                xs.map((x) => x[h]),
+                0.9,
+              ),
+              p99: quantile(
+                xs.map((x) => x[h]),
+                0.99,
+              ),
+            },
+          ]),
+        ),
+      },
+    ]),
+  ) as Record<string, ManyQuantiles>;
+  const section = render(medians, meta, manyQuantiles);
+  if (WRITE) writeBenchSection("ttft-hops", section, { meta, medians, many: manyQuantiles });
   else console.log(section);
 }
 
-function render(medians: Record<string, Sample>, meta: Record<string, string>): string {
+type ManyQuantiles = { n: number } & Record<(typeof MANY_HOPS)[number], { p50: number; p90: number; p99: number }>;
+
+function render(medians: Record<string, Sample>, meta: Record<string, string>, many: Record<string, ManyQuantiles>): string {
   const f = (x: number) => x.toFixed(2);
   const signed = (x: number) => `${x >= 0 ? "+" : "−"}${Math.abs(x).toFixed(2)}`;
   const d = medians.direct;
@@ -330,6 +494,32 @@ function render(medians: Record<string, Sample>, meta: Record<string, string>): 
     if (b) {
       lines.push(
         `  Against ${meta.base} (${label}), same run: TTFT ${signed(e.ttft - b.ttft)} ms (in ${signed(e.in - b.in)}, out ${signed(e.out - b.out)}); response head at ${f(e.head)} vs ${f(b.head)} ms.`,
+      );
+    }
+  }
+  const md = many.direct;
+  if (md) {
+    const f1 = (x: number) => x.toFixed(1);
+    const s1 = (x: number) => `${x >= 0 ? "+" : "−"}${Math.abs(x).toFixed(1)}`;
+    lines.push(
+      "",
+      `### The same hops at ${MANY_STREAMS} streams`,
+      "",
+      `${MANY_STREAMS} streams in flight, each sending ${MANY_PER_STREAM} requests one after another (starts spread over one request's duration; each stream's first and last not counted), the three paths in alternating blocks (${meta.many_rounds} rounds); every request carries its own \`request_id\` (through the edge: the client's \`x-request-id\`, which the edge forwards), by which the proxy times it. p50 / p90 / p99, ms.`,
+      "",
+      "| path | requests | in | node | out | TTFT |",
+      "|---|---:|---|---|---|---|",
+      ...Object.entries(many).map(
+        ([name, q]) => `| ${name} | ${q.n} | ${MANY_HOPS.map((h) => `${f1(q[h].p50)} / ${f1(q[h].p90)} / ${f1(q[h].p99)}`).join(" | ")} |`,
+      ),
+      "",
+    );
+    for (const name of ["edge", "edge-js"]) {
+      const q = many[name];
+      if (!q) continue;
+      const d = (h: (typeof MANY_HOPS)[number], k: "p50" | "p99") => s1(q[h][k] - md[h][k]);
+      lines.push(
+        `- ${name} − direct, p50 (p99): TTFT ${d("ttft", "p50")} (${d("ttft", "p99")}) = in ${d("in", "p50")} (${d("in", "p99")}), node ${d("node", "p50")} (${d("node", "p99")}), out ${d("out", "p50")} (${d("out", "p99")}). **node** is the node's own time: the same node and requests as direct, slower while workerd takes CPU from it on the same cores (a deployed edge runs elsewhere).`,
       );
     }
   }
