@@ -205,6 +205,7 @@ export class SimulatedEngine implements Engine {
     stats.generations++;
     stats.running++;
     let finished = false;
+    const sleeper = new Sleeper(signal);
     try {
       const t0 = performance.now();
       const queueMs = Math.max(0, t0 - request.acceptedAt);
@@ -220,10 +221,10 @@ export class SimulatedEngine implements Engine {
       for (const i of used) vision.set(i, inspectTensor(header.images[i].dtype, request.images[i]));
       if (used.length > 0) {
         stats.visionPasses++;
-        if (!(await sleep(o.visionMs * used.length - (performance.now() - t0), signal))) return;
+        if (!(await sleeper.sleep(o.visionMs * used.length - (performance.now() - t0)))) return;
       }
       const t1 = performance.now();
-      if (!(await sleep(o.prefillMs * header.prompts.length, signal))) return;
+      if (!(await sleeper.sleep(o.prefillMs * header.prompts.length))) return;
       const t2 = performance.now();
 
       if (fault === "fail_before_first_token") {
@@ -289,15 +290,16 @@ export class SimulatedEngine implements Engine {
         }
         if (fault === "stall" && !stalled && total >= strikeAt) {
           stalled = true;
-          if (!(await sleep(o.stallMs > 0 ? o.stallMs : Number.POSITIVE_INFINITY, signal))) return;
+          if (!(await sleeper.sleep(o.stallMs > 0 ? o.stallMs : Number.POSITIVE_INFINITY))) return;
           continue;
         }
         if (done.every(Boolean)) break;
         const next = o.tokensPerS > 0 ? (due * 1000) / o.tokensPerS - (performance.now() - decodeStart) : 0;
-        if (!(await sleep(Math.max(1, next), signal))) return;
+        if (!(await sleeper.sleep(Math.max(1, next)))) return;
       }
       finished = true;
     } finally {
+      sleeper.dispose();
       stats.running--;
       if (finished) stats.completed++;
       else if (signal.aborted) stats.aborted++;
@@ -498,7 +500,7 @@ export function splitTokens(text: string): string[] {
     } else if (CJK.test(t)) {
       const chars = [...t];
       for (let i = 0; i < chars.length; ) {
-        const n = hashString(chars[i]) % 3 === 0 && i + 1 < chars.length ? 2 : 1;
+        const n = pieceHash(chars[i]) % 3 === 0 && i + 1 < chars.length ? 2 : 1;
         out.push(chars.slice(i, i + n).join(""));
         i += n;
       }
@@ -514,7 +516,7 @@ export function splitTokens(text: string): string[] {
 const ALTERNATIVES = [" the", " a", ",", ".", " of", " and", "的", "是", " image", " in"];
 
 function planToken(text: string, key: number, topN: number | undefined): PlannedToken {
-  const rng = mulberry32(hashString(text) ^ key);
+  const rng = mulberry32(pieceHash(text) ^ key);
   // Mostly confident, sometimes not: logprob in (-0.9, -0.0005]; the chosen token stays the most likely.
   const logprob = -(0.0005 + 0.9 * rng() ** 3);
   const token: PlannedToken = { text, logprob: round(logprob, 4) };
@@ -546,18 +548,49 @@ function tokenEvent(prompt: number, answer: PlannedAnswer, from: number, n: numb
 
 /** Resolves true after `ms`, or false as soon as `signal` aborts (Infinity: only the abort ends it). */
 function sleep(ms: number, signal: AbortSignal): Promise<boolean> {
-  if (signal.aborted) return Promise.resolve(false);
-  if (ms <= 0) return Promise.resolve(true);
-  return new Promise((resolve) => {
-    const timer = Number.isFinite(ms) ? setTimeout(() => finish(true), ms) : undefined;
-    const onAbort = () => finish(false);
-    function finish(ok: boolean) {
-      clearTimeout(timer);
-      signal.removeEventListener("abort", onAbort);
-      resolve(ok);
-    }
-    signal.addEventListener("abort", onAbort, { once: true });
-  });
+  const sleeper = new Sleeper(signal);
+  return sleeper.sleep(ms).finally(() => sleeper.dispose());
+}
+
+/**
+ * `sleep` for the many waits of one generation (one per decode step): one abort listener for all of
+ * them instead of one added and removed per token, and no closures per wait.
+ */
+class Sleeper {
+  readonly #signal: AbortSignal;
+  #resolve: ((ok: boolean) => void) | undefined;
+  #timer: ReturnType<typeof setTimeout> | undefined;
+  readonly #onAbort = () => this.#finish(false);
+  readonly #onTimeout = () => this.#finish(true);
+
+  constructor(signal: AbortSignal) {
+    this.#signal = signal;
+    signal.addEventListener("abort", this.#onAbort, { once: true });
+  }
+
+  /** Resolves true after `ms`, or false as soon as the signal aborts (Infinity: only the abort ends it). */
+  sleep(ms: number): Promise<boolean> {
+    if (this.#signal.aborted) return Promise.resolve(false);
+    if (ms <= 0) return Promise.resolve(true);
+    return new Promise<boolean>((resolve) => {
+      this.#resolve = resolve;
+      if (Number.isFinite(ms)) this.#timer = setTimeout(this.#onTimeout, ms);
+    });
+  }
+
+  #finish(ok: boolean): void {
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+    const resolve = this.#resolve;
+    this.#resolve = undefined;
+    resolve?.(ok);
+  }
+
+  dispose(): void {
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+    this.#signal.removeEventListener("abort", this.#onAbort);
+  }
 }
 
 function mulberry32(seed: number): () => number {
@@ -573,6 +606,23 @@ function mulberry32(seed: number): () => number {
 
 function hashString(s: string): number {
   return createHash("sha256").update(s).digest().readUInt32BE(0);
+}
+
+/**
+ * `hashString` of a token's text (or a CJK character), memoised: the same pieces come back in every
+ * answer, and a sha256 per token was the engine's largest cost. Bounded: cleared when full.
+ */
+const pieceHashes = new Map<string, number>();
+const PIECE_HASHES_MAX = 16_384;
+
+function pieceHash(s: string): number {
+  let h = pieceHashes.get(s);
+  if (h === undefined) {
+    if (pieceHashes.size >= PIECE_HASHES_MAX) pieceHashes.clear();
+    h = hashString(s);
+    pieceHashes.set(s, h);
+  }
+  return h;
 }
 
 const round = (n: number, digits = 2) => Number(n.toFixed(digits));
