@@ -249,7 +249,10 @@ async function main(): Promise<void> {
   const variantsDir = build(root, `${root}.bench/ttft-hops-variants`, `${root}.bench/ttft-hops-variants.toml`);
   const baseDir = BASE ? buildBase(BASE) : undefined;
 
-  const node = await startSimulatedNode({ secret: SECRET, args: ["--variant", "qwen-vl-chat", "--simulate", SIMULATE, "--capacity", "128", "--max-queue", "256"] });
+  const node = await startSimulatedNode({
+    secret: SECRET,
+    args: ["--variant", "qwen-vl-chat", "--simulate", SIMULATE, "--capacity", "128", "--max-queue", "256"],
+  });
   const proxy = await startProxy(new URL(node.url));
   const { workerOptions } = unstable_getMiniflareWorkerOptions(`${root}wrangler.toml`);
   const edgeOptions = (scriptPath: string, relay: "native" | "js") =>
@@ -329,6 +332,13 @@ async function main(): Promise<void> {
       send: (
         (a) => () =>
           timed(`${variants.origin}/?variant=pass`, { "content-type": "text/plain" }, "x", a)
+      )(agent()),
+    },
+    {
+      name: "first-output",
+      send: (
+        (a) => () =>
+          timed(`${variants.origin}/?variant=first-output`, { "content-type": "text/plain" }, "x", a)
       )(agent()),
     },
     { name: "edge", send: chatTo(edge.origin, agent()) },
@@ -456,6 +466,8 @@ function render(medians: Record<string, Sample>, meta: Record<string, string>, m
   const describe: Record<string, string> = {
     direct: "client → proxy → node",
     pass: "client → workerd passing bytes (no JS per chunk) → proxy → node",
+    "first-output":
+      "client → workerd reading to the first output in JS (`openNodeOutput`), then `relayNative` (the native relay's path, no routes) → proxy → node",
     edge: `client → the edge (\`/v1/chat/completions\`, native relay, built from ${meta.source}) → proxy → node`,
     "edge-js": "the same edge, JS relay (the default)",
     base: `the edge built from ${meta.base}, native relay`,
@@ -481,6 +493,18 @@ function render(medians: Record<string, Sample>, meta: Record<string, string>, m
   ];
   const p = medians.pass;
   if (p) lines.push(`- workerd's own hop (pass − direct): in ${signed(p.in - d.in)}, out ${signed(p.out - d.out)} ms.`);
+  const fo = medians["first-output"];
+  if (p && fo) {
+    lines.push(
+      `- Seeing the first output in JavaScript before the client does (first-output − pass; what retry before the first token needs): in ${signed(fo.in - p.in)}, out ${signed(fo.out - p.out)} ms.`,
+    );
+    const e = medians.edge;
+    if (e) {
+      lines.push(
+        `- The edge (native relay) over that: in ${signed(e.in - fo.in)} ms (routes, key, validation, prompt, router), out ${signed(e.out - fo.out)} ms (the response started early, the relay).`,
+      );
+    }
+  }
   for (const [name, label] of [
     ["edge", "native relay"],
     ["edge-js", "JS relay"],

@@ -9,11 +9,16 @@
  *   - `stream`:     the edge's stream path without the routes: `openNodeStream` (the node's SSE through the
  *                   one-stage `openEventStream`: bytes → text → eventsource-parser → zod, the first event
  *                   peeked) → `relayChatCompletion`.
+ *   - `first-output`: the native relay's path without the routes: the frame asks the node for the client's bytes
+ *                   (`output`); the response starts when the node takes the request; `openNodeOutput` reads in
+ *                   JavaScript up to the first output (what retry before the first token needs), `relayNative`
+ *                   writes that into the response and pipes the rest natively.
  */
 import { chatPrompt } from "../../src/prompt/index";
 import { encodeFrame, type GenerateHeaderInput, PROTOCOL_VERSION } from "../../src/protocol/index";
-import { openNodeStream } from "../../src/serving/node-client";
-import { chatCompletionId, relayChatCompletion, sseResponse } from "../../src/stream/index";
+import { openNodeOutput, openNodeStream } from "../../src/serving/node-client";
+import { chatCompletionId, relayChatCompletion, relayNative, sseResponse } from "../../src/stream/index";
+import { BENCH_OUTPUT } from "./chat-request";
 
 interface VariantEnv {
   NODE_URL: string;
@@ -95,6 +100,31 @@ export default {
         const node = { id: "bench-node", url: nodeUrl };
         const s = await openNodeStream({ node, secret: env.NODE_SECRET, header: header(env), tensors: [], signal: request.signal });
         return sseResponse(relayChatCompletion(s.events, options, relay));
+      }
+      case "first-output": {
+        // As the edge does it: the response starts when the node takes the request, the relay writes into it.
+        let accept = () => {};
+        const accepted = new Promise<void>((resolve) => {
+          accept = resolve;
+        });
+        const opening = openNodeOutput({
+          node: { id: "bench-node", url: nodeUrl },
+          secret: env.NODE_SECRET,
+          header: { ...header(env), output: BENCH_OUTPUT },
+          tensors: [],
+          signal: request.signal,
+          onAccepted: accept,
+        });
+        await Promise.race([accepted, opening]);
+        const into = identityStream();
+        void opening.then(
+          (opened) => {
+            if (opened.kind === "bytes") relayNative(opened.head, opened.body, { signal: request.signal, into });
+            else into.writable.abort(new Error("the node did not write the output")).catch(() => {});
+          },
+          (err: unknown) => into.writable.abort(err).catch(() => {}),
+        );
+        return sseResponse(into.readable);
       }
       default:
         return new Response("unknown variant", { status: 400 });
