@@ -20,6 +20,7 @@
  * `ChatCompletionOutput`), with `: keep-alive` comments after `keep_alive_ms` without a write, so the
  * edge can pass the bytes through without JavaScript per chunk. Pacing is the same in both formats.
  */
+import { IncomingMessage, type ServerResponse } from "node:http";
 import type { Context } from "hono";
 import {
   decodeFrame,
@@ -33,7 +34,7 @@ import {
 import { ChatCompletionOutput, chatOptionsFromOutput, KEEP_ALIVE_COMMENT } from "../../../src/stream/index";
 import type { Engine } from "../engines/engine";
 import { type Admission, AdmissionError } from "./admission";
-import { readBodyCapped } from "./body";
+import { readBodyCapped, readIncomingCapped } from "./body";
 import { AgentError } from "./errors";
 import type { Logger } from "./log";
 import type { AgentMetrics } from "./metrics";
@@ -103,8 +104,10 @@ export function generateHandler(deps: GenerateDeps) {
   return async function generate(c: Context): Promise<Response> {
     const receivedAt = performance.now();
     const request = c.req.raw;
-    // Touching the signal makes @hono/node-server abort it when the connection closes early.
-    const clientGone = request.signal;
+    // Served by @hono/node-server: Node's request and response, read directly (no WHATWG Request).
+    const node = nodeHttp(c.env);
+    // Aborted when the connection closes early (touching `request.signal` makes @hono/node-server do it).
+    const clientGone = node ? clientGoneSignal(node.incoming, node.outgoing) : request.signal;
     const elapsed = () => Math.round(performance.now() - receivedAt);
 
     const early = admission.refusal();
@@ -119,7 +122,10 @@ export function generateHandler(deps: GenerateDeps) {
 
     let decoded: Awaited<ReturnType<typeof decodeFrame>>;
     try {
-      decoded = await decodeFrame(await readBodyCapped(request, limits.maxFrameBytes), limits);
+      const bytes = node
+        ? await readIncomingCapped(node.incoming, request.headers.get("content-length"), limits.maxFrameBytes)
+        : await readBodyCapped(request, limits.maxFrameBytes);
+      decoded = await decodeFrame(bytes, limits);
     } catch (err) {
       if (err instanceof FrameError)
         return refuse(new AgentError("invalid_frame", err.message, { code: err.code }), { duration_ms: elapsed() });
@@ -397,4 +403,31 @@ function mergeTokens(a: NodeEvent & { type: "token" }, b: NodeEvent & { type: "t
   const merged: NodeEvent = { type: "token", prompt: a.prompt, text: a.text + b.text, tokens: a.tokens + b.tokens };
   if (a.logprobs || b.logprobs) merged.logprobs = [...(a.logprobs ?? []), ...(b.logprobs ?? [])];
   return merged;
+}
+
+interface NodeHttp {
+  incoming: IncomingMessage;
+  outgoing: ServerResponse;
+}
+
+/** Node's request and response when @hono/node-server serves the app (its `env`); null otherwise (tests' `app.request`). */
+function nodeHttp(env: unknown): NodeHttp | null {
+  const e = env as Partial<NodeHttp> | undefined;
+  const incoming = e?.incoming;
+  // A body someone already started reading goes through the WHATWG Request as before.
+  if (!(incoming instanceof IncomingMessage) || !e?.outgoing || incoming.readableDidRead) return null;
+  return { incoming, outgoing: e.outgoing };
+}
+
+/**
+ * What @hono/node-server does for `request.signal` (aborted when the response closes before it
+ * finished, or the request stream failed), without building the WHATWG Request it hangs on.
+ */
+function clientGoneSignal(incoming: IncomingMessage, outgoing: ServerResponse): AbortSignal {
+  const controller = new AbortController();
+  outgoing.once("close", () => {
+    if (incoming.errored) controller.abort(incoming.errored.toString());
+    else if (!outgoing.writableFinished) controller.abort("Client connection prematurely closed.");
+  });
+  return controller.signal;
 }
