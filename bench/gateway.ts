@@ -30,7 +30,8 @@
  * (requests per block at 1 stream, default 14), BENCH_C64_PER_STREAM (requests per stream per block at
  * 64 streams, default 4; each stream's first and last are not counted, so every counted request ran with
  * all 64 streams in flight), BENCH_BREAKDOWN (default 1), BENCH_WRITE (default 1), BENCH_PIN=1 (workerd alone on CPU 0,
- * the client and the node on CPU 1; with BENCH_BREAKDOWN=0 and BENCH_WRITE=0 for a side measurement).
+ * the client and the node on CPU 1) or BENCH_PIN=node (the node alone on CPU 1, the client and workerd on CPU 0), with
+ * BENCH_BREAKDOWN=0 and BENCH_WRITE=0 for a side measurement.
  */
 import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
@@ -55,8 +56,12 @@ const C1_BLOCK = Number(process.env.BENCH_C1_BLOCK ?? 14);
 const C64_PER_STREAM = Math.max(3, Number(process.env.BENCH_C64_PER_STREAM ?? 4));
 const BREAKDOWN = process.env.BENCH_BREAKDOWN !== "0";
 const WRITE = process.env.BENCH_WRITE !== "0";
-/** BENCH_PIN=1: workerd (every thread) on CPU 0, this client and the node on CPU 1: the edge with a core of its own. */
-const PIN = process.env.BENCH_PIN === "1";
+/**
+ * BENCH_PIN=1: workerd (every thread) on CPU 0, this client and the node on CPU 1: the edge with a core of its own.
+ * BENCH_PIN=node: the node alone on CPU 1, this client and workerd on CPU 0: the node with a core of its own (as a
+ * GPU node would be), the edge sharing the client's.
+ */
+const PIN = process.env.BENCH_PIN === "1" ? "edge" : process.env.BENCH_PIN === "node" ? "node" : undefined;
 /** The main edge rows' relay (BENCH_RELAY=js|native, default native); the breakdown has both. */
 const MAIN_RELAY: "js" | "native" = process.env.BENCH_RELAY === "js" ? "js" : "native";
 /**
@@ -121,6 +126,14 @@ interface Block {
   cores: Cpu;
   /** Chunks the node wrote per request sent (its `qvl_node_stream_writes_total`). */
   writes_per_request: number;
+  /** Milliseconds per request sent that each process's threads spent runnable but waiting for a core (schedstat). */
+  wait_ms_per_request?: Wait;
+}
+
+interface Wait {
+  client: number;
+  node: number;
+  workerd: number;
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -185,6 +198,27 @@ function procCpuMs(pid: number | undefined): number {
   } catch {
     return 0;
   }
+}
+
+/**
+ * Time a process's threads spent runnable but waiting for a core (ms, summed over its threads), from
+ * /proc/<pid>/task/<tid>/schedstat (its second field, in ns); 0 where it cannot be read.
+ */
+function procWaitMs(pid: number | undefined): number {
+  if (pid === undefined) return 0;
+  let ns = 0;
+  try {
+    for (const tid of readdirSync(`/proc/${pid}/task`)) {
+      try {
+        ns += Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, "utf8").split(" ")[1]) || 0;
+      } catch {
+        // the thread ended
+      }
+    }
+  } catch {
+    return 0;
+  }
+  return ns / 1e6;
 }
 
 /** Busy CPU time of the whole machine (ms, all cores), from /proc/stat. */
@@ -376,6 +410,7 @@ interface Pids {
  */
 async function runBlock(target: Target, concurrency: number, perStream: number, pids: Pids, staggerMs: number): Promise<Block> {
   const writes0 = await nodeWrites(pids.nodeUrl);
+  const wait0: Wait = { client: procWaitMs(process.pid), node: procWaitMs(pids.node), workerd: procWaitMs(pids.workerd) };
   const client0 = process.cpuUsage();
   const node0 = procCpuMs(pids.node);
   const workerd0 = procCpuMs(pids.workerd);
@@ -422,6 +457,11 @@ async function runBlock(target: Target, concurrency: number, perStream: number, 
     workerd_cores: workerd / wall,
     cores: { client: client / wall, node: node / wall, workerd: workerd / wall, other: other / wall },
     writes_per_request: writes / requests,
+    wait_ms_per_request: {
+      client: (procWaitMs(process.pid) - wait0.client) / requests,
+      node: (procWaitMs(pids.node) - wait0.node) / requests,
+      workerd: (procWaitMs(pids.workerd) - wait0.workerd) / requests,
+    },
   };
 }
 
@@ -477,6 +517,8 @@ interface Summary {
   cores: Cpu;
   /** Chunks the node wrote per request. */
   writes_per_request: number;
+  /** Waiting for a core, ms per request, by process (absent in figures from before it was measured). */
+  wait_ms_per_request?: Wait;
 }
 
 function summarize(blocks: Block[]): Summary {
@@ -503,6 +545,15 @@ function summarize(blocks: Block[]): Summary {
       other: blocks.reduce((n, b) => n + b.cores.other * b.wall_ms, 0) / wall,
     },
     writes_per_request: blocks.reduce((n, b) => n + b.writes_per_request * b.requests, 0) / sent,
+    ...(blocks.every((b) => b.wait_ms_per_request)
+      ? {
+          wait_ms_per_request: {
+            client: blocks.reduce((n, b) => n + (b.wait_ms_per_request?.client ?? 0) * b.requests, 0) / sent,
+            node: blocks.reduce((n, b) => n + (b.wait_ms_per_request?.node ?? 0) * b.requests, 0) / sent,
+            workerd: blocks.reduce((n, b) => n + (b.wait_ms_per_request?.workerd ?? 0) * b.requests, 0) / sent,
+          },
+        }
+      : {}),
   };
 }
 
@@ -590,6 +641,20 @@ function reading(results: ConcurrencyResult[], breakdown: Breakdown | null, core
         : `**The goal is not met** at ${missed.map((v) => `${v.r.concurrency} stream${v.r.concurrency > 1 ? "s" : ""}`).join(" and ")} in this run.`
     }`,
   );
+  const waits = results.filter((r) => r.direct.wait_ms_per_request && r.edge.wait_ms_per_request);
+  if (waits.length) {
+    out.push(
+      `- **Waiting for a core** (ms per request, direct → edge blocks): ${waits
+        .map((r) => {
+          const d = r.direct.wait_ms_per_request as Wait;
+          const e = r.edge.wait_ms_per_request as Wait;
+          return `${r.concurrency} stream${r.concurrency > 1 ? "s" : ""}: the node ${f2(d.node)} → ${f2(e.node)}, the client ${f2(d.client)} → ${f2(e.client)}, workerd ${f2(e.workerd)}`;
+        })
+        .join(
+          "; ",
+        )}. What the node and the client wait more in the edge blocks is time workerd took from them on the shared cores, not work the edge adds to a request.`,
+    );
+  }
   if (aa.length) {
     out.push(
       `- **The A/A control** (the direct path measured twice, p50 / p99 of TTFT): ${aaText}. This is the run's resolution: the same path, the same node, alternating blocks.`,
@@ -746,28 +811,30 @@ function renderMarkdown(results: ConcurrencyResult[], breakdown: Breakdown | nul
       : []),
     "- **CPU** per request, from /proc: the client, the node, workerd, and every other process on the machine (not ours; on a shared",
     "  machine, other work). Client, node and workerd share the same cores: at 64 streams the edge competes for CPU with the node",
-    "  and the client, which a real edge (elsewhere than the GPU node) does not.",
+    "  and the client, which a real edge (elsewhere than the GPU node) does not. **Waiting** per request: how long each",
+    "  process's threads were ready to run but had no core (/proc/…/schedstat), the measure of that contention.",
     "",
-    "| streams | path | requests (failed) | TTFT p50 | TTFT p99 | total p50 | total p99 | node chunks/req | CPU ms/req: client · node · workerd | other processes |",
-    "|---:|---|---:|---:|---:|---:|---:|---:|---|---:|",
+    "| streams | path | requests (failed) | TTFT p50 | TTFT p99 | total p50 | total p99 | node chunks/req | CPU ms/req: client · node · workerd | waiting ms/req: client · node · workerd | other processes |",
+    "|---:|---|---:|---:|---:|---:|---:|---:|---|---|---:|",
   ];
   for (const r of results) {
     for (const side of ["direct", "edge", "control"] as const) {
       const s = r[side];
       if (!s) continue;
       const c = s.cpu_ms_per_request;
+      const w = s.wait_ms_per_request;
       lines.push(
-        `| ${r.concurrency} | ${side === "control" ? "control (direct again)" : side} | ${s.requests_counted} (${s.requests_failed}) | ${f1(s.ttft_ms.p50)} | ${f1(s.ttft_ms.p99)} | ${f1(s.total_ms.p50)} | ${f1(s.total_ms.p99)} | ${f1(s.writes_per_request)} | ${f1(c.client)} · ${f1(c.node)} · ${f1(c.workerd)} | ${f2(s.other_cores)} cores |`,
+        `| ${r.concurrency} | ${side === "control" ? "control (direct again)" : side} | ${s.requests_counted} (${s.requests_failed}) | ${f1(s.ttft_ms.p50)} | ${f1(s.ttft_ms.p99)} | ${f1(s.total_ms.p50)} | ${f1(s.total_ms.p99)} | ${f1(s.writes_per_request)} | ${f1(c.client)} · ${f1(c.node)} · ${f1(c.workerd)} | ${w ? `${f2(w.client)} · ${f2(w.node)} · ${f2(w.workerd)}` : ""} | ${f2(s.other_cores)} cores |`,
       );
     }
     const a = r.added_ms;
     lines.push(
-      `| ${r.concurrency} | **added** (edge − direct) |  | **${signed(a.ttft.p50)}** | **${signed(a.ttft.p99)}** | **${signed(a.total.p50)}** | **${signed(a.total.p99)}** |  |  |  |`,
+      `| ${r.concurrency} | **added** (edge − direct) |  | **${signed(a.ttft.p50)}** | **${signed(a.ttft.p99)}** | **${signed(a.total.p50)}** | **${signed(a.total.p99)}** |  |  |  |  |`,
     );
     if (r.aa_ms) {
       const n = r.aa_ms;
       lines.push(
-        `| ${r.concurrency} | A/A (control − direct) |  | ${signed(n.ttft.p50)} | ${signed(n.ttft.p99)} | ${signed(n.total.p50)} | ${signed(n.total.p99)} |  |  |  |`,
+        `| ${r.concurrency} | A/A (control − direct) |  | ${signed(n.ttft.p50)} | ${signed(n.ttft.p99)} | ${signed(n.total.p50)} | ${signed(n.total.p99)} |  |  |  |  |`,
       );
     }
   }
@@ -882,11 +949,16 @@ async function main(): Promise<void> {
       bindings: edgeBindings(node.url, MAIN_RELAY),
     } as MiniflareOptions);
     const pids: Pids = { node: nodePid, workerd: edge.pid, nodeUrl: node.url, intervalMs: DEFAULT_STREAM_INTERVAL_MS };
-    if (PIN) {
+    if (PIN === "edge") {
       pinTo(0, edge.pid);
       pinTo(1, process.pid);
       pinTo(1, nodePid);
       console.error("pinned: workerd on CPU 0; client and node on CPU 1");
+    } else if (PIN === "node") {
+      pinTo(0, edge.pid);
+      pinTo(0, process.pid);
+      pinTo(1, nodePid);
+      console.error("pinned: the node on CPU 1; client and workerd on CPU 0");
     }
     const targets = { direct: directTarget(node.url, MAIN_RELAY === "native"), edge: edgeTarget(edge.origin, MAIN_RELAY) };
     const control: Target = { ...directTarget(node.url, MAIN_RELAY === "native"), name: "control" };
