@@ -127,25 +127,41 @@ interface Path {
   send: () => Promise<Sample>;
 }
 
-async function timed(url: string, headers: Record<string, string>, body: string | Uint8Array, agent: Agent): Promise<Sample> {
-  seen.requestAt = 0;
-  seen.outputAt = 0;
-  seen.text = "";
-  const t0 = performance.now();
+/** One request read to its end: when it was sent, when its head and its first token were read, when it ended. */
+async function post(
+  url: string,
+  headers: Record<string, string>,
+  body: string | Uint8Array,
+  agent: Agent,
+): Promise<{ sent: number; head: number; first: number; end: number }> {
+  const sent = performance.now();
   const res = await request(url, { method: "POST", headers, body, dispatcher: agent });
-  const head = performance.now() - t0;
+  const head = performance.now();
   if (res.statusCode !== 200) throw new Error(`${url}: HTTP ${res.statusCode} ${(await res.body.text()).slice(0, 200)}`);
   let first = 0;
   let text = "";
   for await (const chunk of res.body) {
     if (first) continue;
     text += Buffer.from(chunk as Uint8Array).toString("latin1");
-    if (/"(content|text)":"[^"]/.test(text)) first = performance.now() - t0;
+    if (FIRST_TOKEN.test(text)) first = performance.now();
   }
   if (!first) throw new Error(`${url}: no token`);
-  const requestAt = seen.requestAt - t0;
-  const outputAt = seen.outputAt - t0;
-  return { in: requestAt, node: outputAt - requestAt, out: first - outputAt, head, ttft: first, total: performance.now() - t0 };
+  return { sent, head, first, end: performance.now() };
+}
+
+async function timed(url: string, headers: Record<string, string>, body: string | Uint8Array, agent: Agent): Promise<Sample> {
+  seen.requestAt = 0;
+  seen.outputAt = 0;
+  seen.text = "";
+  const { sent, head, first, end } = await post(url, headers, body, agent);
+  return {
+    in: seen.requestAt - sent,
+    node: seen.outputAt - seen.requestAt,
+    out: first - seen.outputAt,
+    head: head - sent,
+    ttft: first - sent,
+    total: end - sent,
+  };
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -168,20 +184,11 @@ async function timedMany(
   body: string | Uint8Array,
   agent: Agent,
 ): Promise<ManySample> {
-  const t0 = performance.now();
-  const res = await request(url, { method: "POST", headers, body, dispatcher: agent });
-  if (res.statusCode !== 200) throw new Error(`${url}: HTTP ${res.statusCode} ${(await res.body.text()).slice(0, 200)}`);
-  let first = 0;
-  let text = "";
-  for await (const chunk of res.body) {
-    if (first) continue;
-    text += Buffer.from(chunk as Uint8Array).toString("latin1");
-    if (FIRST_TOKEN.test(text)) first = performance.now();
-  }
+  const { sent, first } = await post(url, headers, body, agent);
   const noted = seenById.get(id);
   seenById.delete(id);
-  if (!first || !noted?.outputAt) throw new Error(`${url}: ${id}: ${first ? "the proxy saw no output" : "no token"}`);
-  return { in: noted.requestAt - t0, node: noted.outputAt - noted.requestAt, out: first - noted.outputAt, ttft: first - t0 };
+  if (!noted?.outputAt) throw new Error(`${url}: ${id}: the proxy saw no output`);
+  return { in: noted.requestAt - sent, node: noted.outputAt - noted.requestAt, out: first - noted.outputAt, ttft: first - sent };
 }
 
 /** 64 streams, each sending MANY_PER_STREAM requests in a row, starts spread over one request's `length`. */

@@ -5,44 +5,72 @@
 import type { Readable } from "node:stream";
 import { FrameError } from "../../../src/protocol/index";
 
+/** The body's bytes as they arrive, under the cap: one buffer when a Content-Length was declared, else chunks joined at the end. */
+class CappedBody {
+  private buffer: Uint8Array | undefined;
+  private readonly chunks: Uint8Array[] = [];
+  private size = 0;
+
+  constructor(
+    private readonly maxBytes: number,
+    declared: string | null,
+  ) {
+    const expected = CappedBody.declaredLength(declared);
+    if (expected !== undefined && expected > maxBytes) throw this.tooLarge(expected);
+    this.buffer = expected !== undefined ? new Uint8Array(expected) : undefined;
+  }
+
+  static declaredLength(declared: string | null): number | undefined {
+    return declared !== null && /^\d+$/.test(declared) ? Number(declared) : undefined;
+  }
+
+  tooLarge(n: number | string): FrameError {
+    return new FrameError("frame_too_large", `frame is ${n} bytes; the limit is ${this.maxBytes}`);
+  }
+
+  /** Adds a chunk; throws frame_too_large once the body passes the cap. */
+  push(value: Uint8Array): void {
+    if (this.size + value.byteLength > this.maxBytes) throw this.tooLarge(`more than ${this.maxBytes}`);
+    if (this.buffer && this.size + value.byteLength <= this.buffer.byteLength) this.buffer.set(value, this.size);
+    else {
+      if (this.buffer) {
+        // The body is longer than declared (the HTTP layer should prevent it): fall back to chunks.
+        this.chunks.push(this.buffer.subarray(0, this.size));
+        this.buffer = undefined;
+      }
+      this.chunks.push(value);
+    }
+    this.size += value.byteLength;
+  }
+
+  bytes(): Uint8Array {
+    if (this.buffer) return this.buffer.subarray(0, this.size);
+    if (this.chunks.length === 1) return this.chunks[0];
+    const out = new Uint8Array(this.size);
+    let offset = 0;
+    for (const c of this.chunks) {
+      out.set(c, offset);
+      offset += c.byteLength;
+    }
+    return out;
+  }
+}
+
 export async function readBodyCapped(request: Request, maxBytes: number): Promise<Uint8Array> {
-  const declared = request.headers.get("content-length");
-  const tooLarge = (n: number | string) => new FrameError("frame_too_large", `frame is ${n} bytes; the limit is ${maxBytes}`);
-  if (declared !== null && /^\d+$/.test(declared) && Number(declared) > maxBytes) throw tooLarge(declared);
+  const body = new CappedBody(maxBytes, request.headers.get("content-length"));
   if (!request.body) return new Uint8Array(0);
   const reader = request.body.getReader();
-  // With a Content-Length the buffer is allocated once; otherwise chunks are joined at the end.
-  const expected = declared !== null && /^\d+$/.test(declared) ? Number(declared) : undefined;
-  let buffer = expected !== undefined ? new Uint8Array(expected) : undefined;
-  const chunks: Uint8Array[] = [];
-  let size = 0;
   for (;;) {
     const { done, value } = await reader.read();
     if (done) break;
-    if (size + value.byteLength > maxBytes) {
+    try {
+      body.push(value);
+    } catch (err) {
       await reader.cancel().catch(() => {});
-      throw tooLarge(`more than ${maxBytes}`);
+      throw err;
     }
-    if (buffer && size + value.byteLength <= buffer.byteLength) buffer.set(value, size);
-    else {
-      if (buffer) {
-        // The body is longer than declared (the HTTP layer should prevent it): fall back to chunks.
-        chunks.push(buffer.subarray(0, size));
-        buffer = undefined;
-      }
-      chunks.push(value);
-    }
-    size += value.byteLength;
   }
-  if (buffer) return buffer.subarray(0, size);
-  if (chunks.length === 1) return chunks[0];
-  const out = new Uint8Array(size);
-  let offset = 0;
-  for (const c of chunks) {
-    out.set(c, offset);
-    offset += c.byteLength;
-  }
-  return out;
+  return body.bytes();
 }
 
 /**
@@ -52,14 +80,13 @@ export async function readBodyCapped(request: Request, maxBytes: number): Promis
  * `Headers.get` gives it. On refusal the stream is paused, not destroyed: the server drains it.
  */
 export function readIncomingCapped(incoming: Readable, declared: string | null, maxBytes: number): Promise<Uint8Array> {
-  const tooLarge = (n: number | string) => new FrameError("frame_too_large", `frame is ${n} bytes; the limit is ${maxBytes}`);
-  const hasLength = declared !== null && /^\d+$/.test(declared);
-  if (hasLength && Number(declared) > maxBytes) return Promise.reject(tooLarge(declared));
+  let body: CappedBody;
+  try {
+    body = new CappedBody(maxBytes, declared);
+  } catch (err) {
+    return Promise.reject(err);
+  }
   return new Promise<Uint8Array>((resolve, reject) => {
-    // With a Content-Length the buffer is allocated once; otherwise chunks are joined at the end.
-    let buffer = hasLength ? new Uint8Array(Number(declared)) : undefined;
-    const chunks: Uint8Array[] = [];
-    let size = 0;
     const stop = () => {
       incoming.off("data", onData);
       incoming.off("end", onEnd);
@@ -67,37 +94,17 @@ export function readIncomingCapped(incoming: Readable, declared: string | null, 
       incoming.off("close", onClose);
     };
     const onData = (chunk: Buffer) => {
-      const value = new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength);
-      if (size + value.byteLength > maxBytes) {
+      try {
+        body.push(new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength));
+      } catch (err) {
         stop();
         incoming.pause();
-        reject(tooLarge(`more than ${maxBytes}`));
-        return;
+        reject(err);
       }
-      if (buffer && size + value.byteLength <= buffer.byteLength) buffer.set(value, size);
-      else {
-        if (buffer) {
-          // The body is longer than declared (the HTTP layer should prevent it): fall back to chunks.
-          chunks.push(buffer.subarray(0, size));
-          buffer = undefined;
-        }
-        chunks.push(value);
-      }
-      size += value.byteLength;
     };
     const onEnd = () => {
       stop();
-      if (buffer) resolve(buffer.subarray(0, size));
-      else if (chunks.length === 1) resolve(chunks[0]);
-      else {
-        const out = new Uint8Array(size);
-        let offset = 0;
-        for (const c of chunks) {
-          out.set(c, offset);
-          offset += c.byteLength;
-        }
-        resolve(out);
-      }
+      resolve(body.bytes());
     };
     const onError = (err: Error) => {
       stop();
