@@ -39,7 +39,7 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 
 import { cpus, loadavg } from "node:os";
 import { fileURLToPath } from "node:url";
 import type { Miniflare, MiniflareOptions } from "miniflare";
-import { Agent, request } from "undici";
+import { Agent } from "undici";
 import { unstable_getMiniflareWorkerOptions } from "wrangler";
 import { DEFAULT_STREAM_INTERVAL_MS } from "../gpu-node/src/agent/generate";
 import { chatPrompt } from "../src/prompt/index";
@@ -362,33 +362,58 @@ function variantTarget(origin: string, variant: string, unpaced = false): Target
   };
 }
 
-async function once(target: Target): Promise<Sample> {
-  const t0 = performance.now();
-  const res = await request(target.url, { method: "POST", headers: target.headers, body: target.body(), dispatcher: target.agent });
-  if (res.statusCode !== 200) throw new Error(`${target.name}: HTTP ${res.statusCode} ${(await res.body.text()).slice(0, 300)}`);
-  if (target.relay && res.headers["x-relay"] !== target.relay) {
-    await res.body.text();
-    throw new Error(`${target.name}: x-relay ${res.headers["x-relay"]}, expected ${target.relay}`);
-  }
+/**
+ * One request, timed. The client is undici's dispatcher with a handler (its lowest-level API: no Node
+ * stream or async iterator per response), so the load generator takes as little of the shared cores as it can.
+ */
+function once(target: Target): Promise<Sample> {
+  const url = new URL(target.url);
   const decoder = new TextDecoder();
   let text = "";
   let scanned = 0;
   let ttft: number | undefined;
-  for await (const chunk of res.body) {
-    text += decoder.decode(chunk as Uint8Array, { stream: true });
-    if (ttft !== undefined) continue;
-    for (let end = text.indexOf("\n\n", scanned); end >= 0; end = text.indexOf("\n\n", scanned)) {
-      const message = text.slice(scanned, end);
-      scanned = end + 2;
-      if (target.hasText(message)) {
-        ttft = performance.now() - t0;
-        break;
-      }
-    }
-  }
-  const total = performance.now() - t0;
-  if (ttft === undefined) throw new Error(`${target.name}: no token in ${text.slice(0, 300)}`);
-  return { ttft_ms: ttft, total_ms: total, completion_tokens: target.finish(text) };
+  let status = 0;
+  let relay: string | undefined;
+  const t0 = performance.now();
+  return new Promise<Sample>((resolve, reject) => {
+    target.agent.dispatch(
+      { origin: url.origin, path: `${url.pathname}${url.search}`, method: "POST", headers: target.headers, body: target.body() },
+      {
+        // Its presence selects undici's handler API (onResponse*), not the deprecated one (onConnect, onHeaders, …).
+        onRequestStart() {},
+        onResponseStart(_controller, statusCode, headers) {
+          status = statusCode;
+          relay = headers["x-relay"] as string | undefined;
+        },
+        onResponseData(_controller, chunk) {
+          text += decoder.decode(chunk, { stream: true });
+          if (ttft !== undefined || status !== 200) return;
+          for (let end = text.indexOf("\n\n", scanned); end >= 0; end = text.indexOf("\n\n", scanned)) {
+            const message = text.slice(scanned, end);
+            scanned = end + 2;
+            if (target.hasText(message)) {
+              ttft = performance.now() - t0;
+              break;
+            }
+          }
+        },
+        onResponseEnd() {
+          const total = performance.now() - t0;
+          try {
+            if (status !== 200) throw new Error(`${target.name}: HTTP ${status} ${text.slice(0, 300)}`);
+            if (target.relay && relay !== target.relay) throw new Error(`${target.name}: x-relay ${relay}, expected ${target.relay}`);
+            if (ttft === undefined) throw new Error(`${target.name}: no token in ${text.slice(0, 300)}`);
+            resolve({ ttft_ms: ttft, total_ms: total, completion_tokens: target.finish(text) });
+          } catch (err) {
+            reject(err);
+          }
+        },
+        onResponseError(_controller, error) {
+          reject(error);
+        },
+      },
+    );
+  });
 }
 
 // ---------------------------------------------------------------------------------------------------
