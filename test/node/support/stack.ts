@@ -58,9 +58,11 @@ async function freePort(): Promise<number> {
   });
 }
 
-async function waitFor(what: string, check: () => Promise<boolean>, ms: number): Promise<void> {
+/** Polls `check` until it holds; gives up after `ms`, or at once when `alive` says the process it waits for is gone. */
+async function waitFor(what: string, check: () => Promise<boolean>, ms: number, alive: () => boolean = () => true): Promise<void> {
   const deadline = Date.now() + ms;
   while (Date.now() < deadline) {
+    if (!alive()) throw new Error(`${what} exited before it was ready`);
     try {
       if (await check()) return;
     } catch {
@@ -75,9 +77,11 @@ function exited(child: ChildProcess): Promise<void> {
   return child.exitCode !== null || child.signalCode !== null ? Promise.resolve() : new Promise((r) => child.once("exit", () => r()));
 }
 
+/** Tries at starting `wrangler dev`: a port found free can be taken by another process before workerd binds it. */
+const EDGE_START_ATTEMPTS = 3;
+
 export async function startStack(specs: NodeSpec[], options: { vars?: Record<string, string> } = {}): Promise<Stack> {
-  const port = await freePort();
-  const edge = `http://127.0.0.1:${port}`;
+  let edge = "";
   const rootKey = `root_${randomBytes(16).toString("hex")}`;
   let key = "";
   const nodeSecret = randomBytes(16).toString("hex");
@@ -98,31 +102,39 @@ export async function startStack(specs: NodeSpec[], options: { vars?: Record<str
     RESULT_CACHE_TTL_S: "0",
     ...options.vars,
   };
-  const wrangler = spawn(
-    process.execPath,
-    [
-      `${root}node_modules/wrangler/bin/wrangler.js`,
-      "dev",
-      "--ip",
-      "127.0.0.1",
-      "--port",
-      String(port),
-      "--inspector-port",
-      String(await freePort()),
-      "--show-interactive-dev-session=false",
-      "--persist-to",
-      persist,
-      ...Object.entries(vars).flatMap(([k, v]) => ["--var", `${k}:${v}`]),
-    ],
-    {
-      cwd: root,
-      env: { ...process.env, WRANGLER_SEND_METRICS: "false", CLOUDFLARE_CF_FETCH_ENABLED: "false" },
-      stdio: ["ignore", "pipe", "pipe"],
-    },
-  );
-  wrangler.stdout?.on("data", keep("edge"));
-  wrangler.stderr?.on("data", keep("edge"));
-  children.push(wrangler);
+  const startEdge = async (): Promise<ChildProcess> => {
+    const port = await freePort();
+    edge = `http://127.0.0.1:${port}`;
+    const child = spawn(
+      process.execPath,
+      [
+        `${root}node_modules/wrangler/bin/wrangler.js`,
+        "dev",
+        "--ip",
+        "127.0.0.1",
+        "--port",
+        String(port),
+        "--inspector-port",
+        String(await freePort()),
+        "--show-interactive-dev-session=false",
+        "--persist-to",
+        persist,
+        ...Object.entries(vars).flatMap(([k, v]) => ["--var", `${k}:${v}`]),
+      ],
+      {
+        cwd: root,
+        env: { ...process.env, WRANGLER_SEND_METRICS: "false", CLOUDFLARE_CF_FETCH_ENABLED: "false" },
+        stdio: ["ignore", "pipe", "pipe"],
+      },
+    );
+    child.stdout?.on("data", keep("edge"));
+    child.stderr?.on("data", keep("edge"));
+    children.push(child);
+    return child;
+  };
+  // Where the current wrangler's output starts in `logs` (a retry looks only at its own attempt's).
+  let logged = logs.length;
+  let wrangler = await startEdge();
 
   const nodes = new Map<string, RunningNode>();
   const stop = async () => {
@@ -134,7 +146,24 @@ export async function startStack(specs: NodeSpec[], options: { vars?: Record<str
     rmSync(persist, { recursive: true, force: true });
   };
   try {
-    await waitFor("edge", async () => (await fetch(`${edge}/healthz`, { signal: AbortSignal.timeout(1000) })).ok, 90_000);
+    for (let attempt = 1; ; attempt++) {
+      const child = wrangler;
+      const portTaken = () => logs.slice(logged).join("").includes("Address already in use");
+      try {
+        await waitFor(
+          "edge",
+          async () => (await fetch(`${edge}/healthz`, { signal: AbortSignal.timeout(1000) })).ok,
+          90_000,
+          () => child.exitCode === null && child.signalCode === null && !portTaken(),
+        );
+        break;
+      } catch (err) {
+        if (!portTaken() || attempt >= EDGE_START_ATTEMPTS) throw err;
+        child.kill("SIGTERM");
+        logged = logs.length;
+        wrangler = await startEdge();
+      }
+    }
     key = await createAllScopesKey(edge, rootKey);
     for (const spec of specs) {
       const { url, child } = await startSimulatedNode({
