@@ -47,9 +47,7 @@ describe.each(RELAYS)("streaming chat, %s relay", (relay) => {
     const parts = await chunks(res);
     // The node's prefill is 600 ms: the edge wrote keep-alives before the first token, on a response
     // that had already started (a response started at the first token would begin with data).
-    const firstData = parts.findIndex((p) => p.includes("data: "));
-    expect(firstData).toBeGreaterThanOrEqual(2);
-    for (const p of parts.slice(0, firstData)) expect(p).toBe(": keep-alive\n\n");
+    expectKeepAlivesBefore(parts, "data: ");
     const text = parts.join("");
     expect(text.endsWith("data: [DONE]\n\n")).toBe(true);
     const messages = text
@@ -98,9 +96,7 @@ describe("streaming captions (the task routes start the same way)", () => {
     expect(res.status).toBe(200);
     expect(res.headers.get("x-engine")).toBe("simulated");
     const parts = await chunks(res);
-    const firstEvent = parts.findIndex((p) => p.includes("event: "));
-    expect(firstEvent).toBeGreaterThanOrEqual(2);
-    for (const p of parts.slice(0, firstEvent)) expect(p).toBe(": keep-alive\n\n");
+    expectKeepAlivesBefore(parts, "event: ");
     const text = parts.join("");
     expect(text).toContain("event: delta\n");
     expect(text).toMatch(/event: done\ndata: \{[^\n]*"caption":"\[simulated\]/);
@@ -118,3 +114,10 @@ describe("streaming captions (the task routes start the same way)", () => {
     await res.settled();
   });
 });
+
+/** At least two `: keep-alive` comments, and nothing else, before the first part containing `marker`. */
+function expectKeepAlivesBefore(parts: string[], marker: string): void {
+  const first = parts.findIndex((p) => p.includes(marker));
+  expect(first).toBeGreaterThanOrEqual(2);
+  for (const p of parts.slice(0, first)) expect(p).toBe(": keep-alive\n\n");
+}
