@@ -70,6 +70,11 @@ const MAIN_RELAY: "js" | "native" = process.env.BENCH_RELAY === "js" ? "js" : "n
  * apart in this run: the resolution of every "added" figure.
  */
 const AA = process.env.BENCH_AA !== "0";
+/**
+ * BENCH_LADDER=1 (`npm run bench:gateway-ladder`): only the 64-stream tail, layer by layer, with enough samples per
+ * path for a p99 (BENCH_ROUNDS, default 12, blocks of 6 requests per stream: 3,072 counted per path); see ladder().
+ */
+const LADDER = process.env.BENCH_LADDER === "1";
 
 function pinTo(cpu: number, pid: number | undefined): void {
   if (pid) execFileSync("taskset", ["-a", "-p", "-c", String(cpu), String(pid)], { stdio: "ignore" });
@@ -946,8 +951,21 @@ function renderOnly(): void {
   log("wrote docs/benchmarks.md (figures from docs/benchmarks.json)");
 }
 
+/** The edge Worker's bindings: wrangler.toml's, the bench key, the node as the one static pool node, no result cache. */
+function edgeBindingsFor(base: Record<string, unknown> | undefined, nodeUrl: string, relay: "native" | "js") {
+  return {
+    ...base,
+    EDGE_RELAY: relay,
+    EDGE_API_KEY: EDGE_KEY,
+    NODE_SECRET,
+    POOL_STATIC_NODES: JSON.stringify([{ id: "bench-node", url: nodeUrl, variant: "qwen-vl-chat", capacity: 128, engine: "simulated" }]),
+    RESULT_CACHE_TTL_S: "0",
+  };
+}
+
 async function main(): Promise<void> {
   if (process.env.BENCH_RENDER_ONLY === "1") return renderOnly();
+  if (LADDER) return ladder();
   const started = performance.now();
   const load = loadavg()[0];
   const scriptPath = buildWorker();
@@ -958,14 +976,7 @@ async function main(): Promise<void> {
   const blocks: Block[] = [];
   let breakdown: Breakdown | null = null;
   const agents: Agent[] = [];
-  const edgeBindings = (nodeUrl: string, relay: "native" | "js" = "native") => ({
-    ...workerOptions.bindings,
-    EDGE_RELAY: relay,
-    EDGE_API_KEY: EDGE_KEY,
-    NODE_SECRET,
-    POOL_STATIC_NODES: JSON.stringify([{ id: "bench-node", url: nodeUrl, variant: "qwen-vl-chat", capacity: 128, engine: "simulated" }]),
-    RESULT_CACHE_TTL_S: "0",
-  });
+  const edgeBindings = (nodeUrl: string, relay: "native" | "js" = "native") => edgeBindingsFor(workerOptions.bindings, nodeUrl, relay);
   try {
     const edge = await startWorkerd({
       ...(workerOptions as object),
@@ -1139,6 +1150,167 @@ async function main(): Promise<void> {
     blocks: blocks.map(({ samples, ...b }) => ({ ...b, counted: samples.length })),
   });
   log("wrote docs/benchmarks.md and docs/benchmarks.json");
+}
+
+// ---------------------------------------------------------------------------------------------------
+// The ladder (BENCH_LADDER=1)
+
+/** The ladder's paths, each adding one layer to the one before it. */
+const LADDER_PATHS: Array<{ name: string; what: string }> = [
+  { name: "direct", what: "straight to the node (no workerd)" },
+  { name: "pass-output", what: "workerd passes the node's OpenAI bytes through (no JavaScript after the fetch)" },
+  {
+    name: "first-output",
+    what: "the native relay without the routes: JavaScript reads up to the first output (retry before the first token needs it), then a native pipe",
+  },
+  { name: "edge", what: "the edge, `/v1/chat/completions` with everything, native relay (`EDGE_RELAY=native`)" },
+  { name: "edge-js", what: "the edge with its JS relay (`EDGE_RELAY=js`, the default): node events framed in JavaScript per chunk" },
+  { name: "control", what: "straight to the node again (the A/A control)" },
+];
+
+interface LadderRow {
+  name: string;
+  what: string;
+  summary: Summary;
+  p995: number;
+}
+
+/**
+ * At 64 streams a p99 of the main run's 1,024 requests per side is set by the few slowest ones, which come in
+ * clusters (one stall delays every stream in flight), so it moves by tens of ms from run to run. The ladder runs
+ * only 64-stream blocks, the paths taking turns as in the main run, 3,072 counted requests per path by default,
+ * and each path adds one layer to the previous one, so the tail each layer adds can be told apart.
+ */
+async function ladder(): Promise<void> {
+  const started = performance.now();
+  const load = loadavg()[0];
+  const rounds = Number(process.env.BENCH_ROUNDS ?? 12);
+  const perStream = Math.max(3, Number(process.env.BENCH_C64_PER_STREAM ?? 6));
+  const scriptPath = buildWorker();
+  const variantsPath = buildVariants();
+  const node = await startNode();
+  const { workerOptions } = unstable_getMiniflareWorkerOptions(`${root}wrangler.toml`);
+  const stops: Array<() => Promise<unknown>> = [];
+  const agents: Agent[] = [];
+  const blocks: Block[] = [];
+  try {
+    const edgeWith = async (relay: "native" | "js") => {
+      const w = await startWorkerd({
+        ...(workerOptions as object),
+        modules: true,
+        scriptPath,
+        bindings: edgeBindingsFor(workerOptions.bindings, node.url, relay),
+      } as MiniflareOptions);
+      stops.push(() => w.mf.dispose());
+      return w;
+    };
+    const edge = await edgeWith("native");
+    const edgeJs = await edgeWith("js");
+    const variants = await startWorkerd({
+      modules: true,
+      scriptPath: variantsPath,
+      compatibilityDate: COMPAT_DATE,
+      compatibilityFlags: ["enable_request_signal"],
+      bindings: {
+        NODE_URL: node.url,
+        NODE_URL_UNPACED: node.url,
+        NODE_SECRET,
+        MESSAGES: JSON.stringify(MESSAGES),
+        MAX_TOKENS: String(MAX_TOKENS),
+        TEMPERATURE: String(TEMPERATURE),
+      },
+    });
+    stops.push(() => variants.mf.dispose());
+    const base: Pids = { node: node.child.pid, workerd: undefined, nodeUrl: node.url, intervalMs: DEFAULT_STREAM_INTERVAL_MS };
+    const paths: Record<string, [Target, Pids]> = {
+      direct: [directTarget(node.url, true), base],
+      "pass-output": [
+        { ...variantTarget(variants.origin, "pass-output"), ...openAiSse() },
+        { ...base, workerd: variants.pid },
+      ],
+      "first-output": [variantTarget(variants.origin, "first-output"), { ...base, workerd: variants.pid }],
+      edge: [edgeTarget(edge.origin, "native"), { ...base, workerd: edge.pid }],
+      "edge-js": [
+        { ...edgeTarget(edgeJs.origin, "js"), name: "edge-js" },
+        { ...base, workerd: edgeJs.pid },
+      ],
+      control: [{ ...directTarget(node.url, true), name: "control" }, base],
+    };
+    const order = LADDER_PATHS.map((p) => paths[p.name]);
+    agents.push(...order.map(([t]) => t.agent));
+    const directTotals: number[] = [];
+    for (const [t] of order) for (let i = 0; i < 4; i++) (t.name === "direct" ? directTotals : []).push(await warmOnce(t));
+    // Streams start spread over one request's duration, as in the main run.
+    const staggerMs = (dist(directTotals.filter((x) => !Number.isNaN(x))).p50 || 350) / 64;
+    for (const [t, p] of order) logBlock("warm", await runBlock(t, 64, 2, p, staggerMs));
+    for (let round = 0; round < rounds; round++) {
+      const shift = round % order.length;
+      const rotated = [...order.slice(shift), ...order.slice(0, shift)];
+      for (const [t, p] of round % 2 === 0 ? rotated : rotated.reverse()) {
+        const block = await runBlock(t, 64, perStream, p, staggerMs);
+        blocks.push(block);
+        logBlock(`ladder ${round + 1}/${rounds}`, block);
+      }
+    }
+  } finally {
+    for (const stop of stops.reverse()) await stop().catch(() => {});
+    node.child.kill("SIGTERM");
+    await Promise.all(agents.map((a) => a.close()));
+  }
+
+  const rows: LadderRow[] = LADDER_PATHS.map(({ name, what }) => {
+    const mine = blocks.filter((b) => b.target === name);
+    const ttfts = mine.flatMap((b) => b.samples.map((x) => x.ttft_ms)).sort((a, b) => a - b);
+    return { name, what, summary: summarize(mine), p995: quantile(ttfts, 0.995) };
+  });
+  const meta: Record<string, string> = {
+    date: new Date().toISOString().slice(0, 10),
+    duration_s: ((performance.now() - started) / 1000).toFixed(0),
+    cpu: cpus()[0]?.model ?? "unknown",
+    cores: String(cpus().length),
+    node: process.version,
+    loadavg: load.toFixed(2),
+    rounds: String(rounds),
+    per_stream: String(perStream),
+    source: sourceState(),
+  };
+  const section = renderLadder(rows, meta);
+  if (!WRITE) {
+    console.log(section);
+    return;
+  }
+  writeBenchSection("gateway-ladder", section, { meta, rows });
+  log("wrote docs/benchmarks.md and docs/benchmarks.json (gateway-ladder)");
+}
+
+function renderLadder(rows: LadderRow[], meta: Record<string, string>): string {
+  const direct = rows.find((r) => r.name === "direct")?.summary.ttft_ms;
+  const row = (r: LadderRow) => {
+    const s = r.summary;
+    const t = s.ttft_ms;
+    const w = s.wait_ms_per_request;
+    const vs = direct && r.name !== "direct" ? `${signed(t.p50 - direct.p50)} / ${signed(t.p99 - direct.p99)}` : "";
+    return `| ${r.name}: ${r.what} | ${s.requests_counted} (${s.requests_failed}) | ${f1(t.p50)} | ${f1(t.p90)} | ${f1(t.p99)} | ${f1(r.p995)} | ${vs} | ${f2(s.cpu_ms_per_request.workerd)} | ${w ? `${f2(w.client)} · ${f2(w.node)} · ${f2(w.workerd)}` : ""} |`;
+  };
+  return [
+    "<!-- bench:gateway-ladder:start -->",
+    "## Gateway at 64 streams, layer by layer",
+    "",
+    `Command: \`npm run bench:gateway-ladder\` (${meta.date}; ${meta.duration_s} s). Machine: ${meta.cpu}, ${meta.cores} cores; Node ${meta.node}; load average ${meta.loadavg} at the start. Worker built from ${meta.source}.`,
+    "",
+    "The 64-stream half of `bench:gateway` with more samples, and the path taken apart: each row adds one layer to the one",
+    `above it. The same node, request and client as \`bench:gateway\`; only 64-stream blocks (${meta.per_stream} requests per stream, the first and`,
+    `last of each stream not counted), the paths taking turns (${meta.rounds} round${meta.rounds === "1" ? "" : "s"}, the order rotating and reversing). **vs direct** is the row's`,
+    "TTFT p50 / p99 minus direct's; **control** − direct is this run's resolution (two measurements of the same path).",
+    "workerd CPU is per request, from /proc; **waiting** is how long each process's threads were ready to run but had no core.",
+    "",
+    "| path | counted (failed) | TTFT p50 | p90 | p99 | p99.5 | vs direct, p50 / p99 | workerd CPU ms/req | waiting ms/req: client · node · workerd |",
+    "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+    ...rows.map(row),
+    "",
+    "Times in ms.",
+    "<!-- bench:gateway-ladder:end -->",
+  ].join("\n");
 }
 
 await main();

@@ -4,6 +4,8 @@
  * same frame to the node at NODE_URL (or, with `node=unpaced`, NODE_URL_UNPACED: a node with output pacing
  * off) as the edge would, and answers with
  *   - `pass`:       the node's bytes untouched (the floor: one hop through workerd, no JavaScript per chunk);
+ *   - `pass-output`: the same with the frame's `output` (the node writes the OpenAI chunks the edge's native relay
+ *                   sends): the bytes the edge relays, passed through untouched;
  *   - `raw-loop`:   a JavaScript loop reads each chunk of the node's body and writes it on unchanged (the floor
  *                   once JavaScript touches every chunk: no parsing, no framing);
  *   - `stream`:     the edge's stream path without the routes: `openNodeStream` (the node's SSE through the
@@ -40,11 +42,11 @@ function header(env: VariantEnv): GenerateHeaderInput {
   };
 }
 
-async function nodeFetch(env: VariantEnv, nodeUrl: string, signal: AbortSignal): Promise<Response> {
+async function nodeFetch(env: VariantEnv, nodeUrl: string, signal: AbortSignal, output = false): Promise<Response> {
   const res = await fetch(new URL("/v1/generate", nodeUrl), {
     method: "POST",
     headers: { authorization: `Bearer ${env.NODE_SECRET}`, "content-type": "application/octet-stream", accept: "text/event-stream" },
-    body: encodeFrame(header(env), []) as Uint8Array<ArrayBuffer>,
+    body: encodeFrame(output ? { ...header(env), output: BENCH_OUTPUT } : header(env), []) as Uint8Array<ArrayBuffer>,
     signal,
   });
   if (res.status !== 200 || !res.body) throw new Error(`node answered ${res.status}`);
@@ -77,8 +79,9 @@ export default {
     };
     const relay = { keepAliveMs: 10_000, signal: request.signal };
     switch (variant) {
-      case "pass": {
-        const res = await nodeFetch(env, nodeUrl, request.signal);
+      case "pass":
+      case "pass-output": {
+        const res = await nodeFetch(env, nodeUrl, request.signal, variant === "pass-output");
         return new Response(res.body, { headers: { "content-type": "text/event-stream; charset=utf-8" } });
       }
       case "raw-loop": {
