@@ -20,7 +20,7 @@
  * stream path as the edge runs it), with the workerd CPU each costs per request; and the same request
  * against a second node with pacing off (`--stream-interval-ms 0`: one chunk per token), direct, through
  * the stream path and through a second edge, for comparison; and the edge with its JavaScript relay
- * (`EDGE_RELAY=js`, the default: node events framed in workerd) against both nodes.
+ * (`EDGE_RELAY=js`, the default: a JavaScript loop copies the node's own bytes, a wake-up per chunk) against both nodes.
  *
  * Writes docs/benchmarks.md (between `<!-- bench:gateway:start -->` and `end`) and the `gateway` key of
  * docs/benchmarks.json, leaving other sections as they are (BENCH_WRITE=0: print the section instead;
@@ -619,7 +619,8 @@ const VARIANT_LABELS: Record<string, string> = {
   "raw-loop": "a JS loop reads each chunk and writes it on unchanged (no parsing, no framing)",
   stream: "`openNodeStream` (one-stage `openEventStream`, zod-validated events) → `relayChatCompletion`, no routes",
   edge: "the edge: `/v1/chat/completions`, everything; the opt-in native relay (`EDGE_RELAY=native`: the node writes the OpenAI chunks, no JS per chunk)",
-  "edge-js": "the edge with its JS relay (`EDGE_RELAY=js`, the default): node events decoded and framed in workerd, per chunk",
+  "edge-js":
+    "the edge with its JS relay (`EDGE_RELAY=js`, the default): a JavaScript loop copies the node's own bytes, one wake-up per chunk",
 };
 
 /** The breakdown rows in order: the paced node's, then the same paths against the node with pacing off. */
@@ -1164,7 +1165,10 @@ const LADDER_PATHS: Array<{ name: string; what: string }> = [
     what: "the native relay without the routes: JavaScript reads up to the first output (retry before the first token needs it), then a native pipe",
   },
   { name: "edge", what: "the edge, `/v1/chat/completions` with everything, native relay (`EDGE_RELAY=native`)" },
-  { name: "edge-js", what: "the edge with its JS relay (`EDGE_RELAY=js`, the default): node events framed in JavaScript per chunk" },
+  {
+    name: "edge-js",
+    what: "the edge with its JS relay (`EDGE_RELAY=js`, the default): a JavaScript loop copies the node's bytes, a wake-up per chunk",
+  },
   { name: "control", what: "straight to the node again (the A/A control)" },
 ];
 

@@ -4,16 +4,18 @@
  * (one vision pass). `quality` (`exact` | `fast`, not an OpenAI field) chooses the preprocessing of every
  * image; unset, the key's default. Answers go through the caches (./answer.ts).
  *
- * Two relays for `stream: true` (`x-relay` says which):
- * - `native` (opt-in, `EDGE_RELAY=native`): one prompt (`n` = 1), `stream_options.include_usage`, and an answer that is neither shared
- *   nor stored (`result=off` / `bypass`): the node writes the client's chunks itself (the frame's
- *   `output`) and the edge passes them through without JavaScript per chunk (src/stream/native.ts). The
- *   usage chunk is what tells the edge the answer's token counts (usage and quota) without reading every
- *   chunk, hence `include_usage`.
- *   The price: a node that dies mid-stream cuts the client's stream off (no error frame, no [DONE]),
- *   because workerd's native pump errors its destination with its source; hence opt-in.
- * - `js` (the default): everything else (cached or coalesced answers, `n` > 1, no usage chunk, a node that
- *   did not honour `output`, or `EDGE_RELAY=js`): node events framed here (`relaySse` + `ChatCompletionFramer`).
+ * For `stream: true` with one prompt (`n` = 1), `stream_options.include_usage`, and an answer that is neither
+ * shared nor stored (`result=off` / `bypass`), the node writes the client's chunks itself (the frame's
+ * `output`) and the edge relays its bytes without parsing them (src/stream/native.ts); the usage chunk is
+ * what tells the edge the answer's token counts (usage and quota) without reading every chunk, hence
+ * `include_usage`. `EDGE_RELAY` says how (`x-relay` tells the client):
+ * - `js` (the default): a JavaScript loop copies the bytes (`relayBytes`): a wake-up per chunk, and a node that
+ *   dies mid-stream still gets the error frame and [DONE];
+ * - `native` (opt-in): a native pipe (`relayNative`): no JavaScript per chunk, but a node that dies mid-stream
+ *   cuts the client's stream off (no error frame, no [DONE]), because workerd's native pump errors its
+ *   destination with its source.
+ * Everything else (cached or coalesced answers, `n` > 1, no usage chunk, a node that did not honour `output`)
+ * is relayed from node events framed here (`relaySse` + `ChatCompletionFramer`), under `x-relay: js`.
  */
 import type { Context } from "hono";
 import { requestCachePolicy } from "../cache/policy";
@@ -28,6 +30,7 @@ import {
   chatOutputField,
   collectChatCompletion,
   type Identity,
+  relayBytes,
   relayNative,
   relaySse,
 } from "../stream/index";
@@ -42,7 +45,6 @@ export async function serveChatCompletion(c: Context<AppEnv>): Promise<Response>
   const body = validate(ChatCompletionRequest, await readJsonBody(c));
   const { model, variant } = resolveModel(body.model);
   const prompt = chatPrompt(variant, body.messages);
-  const config = c.get("config");
   const signal = c.req.raw.signal;
   const policy = requestCachePolicy(c.req.raw.headers);
   const quality = imageQuality(c, body.quality);
@@ -63,7 +65,8 @@ export async function serveChatCompletion(c: Context<AppEnv>): Promise<Response>
     logprobs: body.logprobs ?? false,
     promptTokens: n > 1 ? ("once" as const) : ("sum" as const),
   };
-  const native = config.stream.relay === "native" && body.stream === true && n === 1 && includeUsage;
+  // The node's own bytes (see the module header), relayed as EDGE_RELAY says.
+  const ownBytes = body.stream === true && n === 1 && includeUsage;
   const plan: AnswerPlan = {
     variant,
     prompts: Array.from({ length: n }, () => prompt.segments),
@@ -79,7 +82,7 @@ export async function serveChatCompletion(c: Context<AppEnv>): Promise<Response>
     policy,
     signal,
   };
-  if (body.stream) return serveStream(c, plan, options, images, quality, native);
+  if (body.stream) return serveStream(c, plan, options, images, quality, ownBytes);
   const ans = await answer(c, plan);
   const headers = { ...answerHeaders(c, ans, images), ...imageQualityHeaders(quality, images) };
   const report = usageReporter(c, images.length, ans.hit);
@@ -95,7 +98,7 @@ export async function serveChatCompletion(c: Context<AppEnv>): Promise<Response>
 
 type Reporter = ReturnType<typeof usageReporter>;
 
-/** Streams an answer to the client: the node's own bytes natively, or its events framed here. */
+/** Streams an answer to the client: the node's own bytes (natively or by a JS loop), or its events framed here. */
 function relayAnswer(
   c: Context<AppEnv>,
   ans: Answer | BytesAnswer,
@@ -105,7 +108,8 @@ function relayAnswer(
 ): { body: ReadableStream<Uint8Array>; relay: "native" | "js" } {
   const signal = c.req.raw.signal;
   if ("bytes" in ans) {
-    const body = relayNative(ans.bytes.head, ans.bytes.body, {
+    const relay = c.get("config").stream.relay;
+    const body = (relay === "native" ? relayNative : relayBytes)(ans.bytes.head, ans.bytes.body, {
       signal,
       into,
       onEnd: (outcome, usage) => {
@@ -113,7 +117,7 @@ function relayAnswer(
         report(outcome === "complete", usage ?? undefined);
       },
     });
-    return { body, relay: "native" };
+    return { body, relay };
   }
   const framer = new ChatCompletionFramer(options);
   const body = relaySse(ans.events, framer, {
@@ -135,12 +139,12 @@ function serveStream(
   options: ChatCompletionOptions,
   images: PreparedImage[],
   quality: ImageQuality,
-  native: boolean,
+  ownBytes: boolean,
 ): Promise<Response> {
-  const keepAliveMs = c.get("config").stream.keepAliveMs;
+  const { keepAliveMs, relay } = c.get("config").stream;
   return startStream<Answer | BytesAnswer>(c, {
     answer: (onAccepted) =>
-      native ? answerOutput(c, plan, chatOutputField(options, keepAliveMs), onAccepted) : answer(c, plan, onAccepted),
+      ownBytes ? answerOutput(c, plan, chatOutputField(options, keepAliveMs), onAccepted) : answer(c, plan, onAccepted),
     relay: (ans, report, into) => {
       const relay = relayAnswer(c, ans, options, report, into);
       return { body: relay.body, headers: { "x-relay": relay.relay } };
@@ -149,6 +153,6 @@ function serveStream(
     images,
     headers: imageQualityHeaders(quality, images),
     // The relay asked for; a node that did not honour `output` is relayed in JavaScript all the same.
-    earlyHeaders: { "x-relay": native ? "native" : "js" },
+    earlyHeaders: { "x-relay": ownBytes ? relay : "js" },
   });
 }

@@ -1,11 +1,12 @@
 /**
- * The native relay (native.ts) in workerd: the node's bytes pass through unchanged after the head, the
- * end is read from the last message (usage, error frame), a body that breaks or ends without [DONE]
- * gets the JS relay's closing error frame, and a client going away cancels the node's body.
+ * The relays of the node's own bytes (native.ts) in workerd, the native pipe (`relayNative`) and the
+ * JavaScript loop (`relayBytes`) alike: the node's bytes pass through unchanged after the head, the end is
+ * read from the last message (usage, error frame), a body that breaks or ends without [DONE] gets the JS
+ * relay's closing error frame, and a client going away cancels the node's body.
  */
 import { describe, expect, it } from "vitest";
 import { sseErrorFrame } from "../errors";
-import { chatTail, relayNative } from "./native";
+import { chatTail, relayBytes, relayNative } from "./native";
 import type { Usage } from "./openai";
 import { type RelayOutcome, SSE_DONE, upstreamBrokenError } from "./sse";
 
@@ -51,12 +52,14 @@ function byteSource() {
   };
 }
 
-function run(head: string, source: ReadableStream<Uint8Array>, signal?: AbortSignal) {
+type Relay = typeof relayNative;
+
+function runWith(relay: Relay, head: string, source: ReadableStream<Uint8Array>, signal?: AbortSignal) {
   let resolveEnd!: (v: { outcome: RelayOutcome; usage: Usage | null }) => void;
   const ended = new Promise<{ outcome: RelayOutcome; usage: Usage | null }>((r) => {
     resolveEnd = r;
   });
-  const body = relayNative(enc.encode(head), source, { signal, onEnd: (outcome, usage) => resolveEnd({ outcome, usage }) });
+  const body = relay(enc.encode(head), source, { signal, onEnd: (outcome, usage) => resolveEnd({ outcome, usage }) });
   return { body, ended };
 }
 
@@ -75,7 +78,12 @@ describe("chatTail", () => {
   });
 });
 
-describe("relayNative", () => {
+describe.each([
+  ["relayNative", relayNative],
+  ["relayBytes", relayBytes],
+] as const)("%s", (_name, relay) => {
+  const run = (head: string, source: ReadableStream<Uint8Array>, signal?: AbortSignal) => runWith(relay, head, source, signal);
+
   it("writes the head, then the node's bytes unchanged; the outcome and usage from the last message", async () => {
     const src = byteSource();
     const { body, ended } = run(ROLE + content("Hel"), src.stream);
@@ -149,6 +157,32 @@ describe("relayNative", () => {
     src.push(content("y"));
     await src.whenCancelled;
     expect(src.cancelled).toBe(true);
+    expect((await ended).outcome).toBe("cancelled");
+  });
+});
+
+describe("relayBytes", () => {
+  it("reads the usage from the end of an answer far longer than the tail it keeps", async () => {
+    const src = byteSource();
+    const { body, ended } = runWith(relayBytes, ROLE, src.stream);
+    const words = Array.from({ length: 400 }, (_, i) => content(`word${i} `));
+    for (const w of words) src.push(w);
+    src.push(FINISH);
+    src.push(USAGE);
+    src.push(SSE_DONE);
+    src.close();
+    expect(await new Response(body).text()).toBe(ROLE + words.join("") + FINISH + USAGE + SSE_DONE);
+    expect(await ended).toEqual({ outcome: "complete", usage: { prompt_tokens: 5, completion_tokens: 2, total_tokens: 7 } });
+  });
+
+  it("the client's signal alone (a body that does not error) cancels the node's body", async () => {
+    const src = byteSource();
+    const client = new AbortController();
+    const { body, ended } = runWith(relayBytes, ROLE, src.stream, client.signal);
+    const reader = body.getReader();
+    await reader.read();
+    client.abort(new Error("client went away"));
+    await src.whenCancelled;
     expect((await ended).outcome).toBe("cancelled");
   });
 });

@@ -21,6 +21,10 @@
  * - what the answer was, for usage and quota: the body is teed natively, the second branch read once the
  *   pipe has ended (its bytes buffered natively meanwhile), and only its last message parsed: an error
  *   frame, the usage chunk (`include_usage`), or a finish chunk.
+ *
+ * `relayBytes` is the same relay with a JavaScript loop in place of the pipe: one wake-up per chunk the node
+ * writes (no parsing, no framing: the JS relay's default for the node's own bytes), and in exchange a node
+ * body that breaks mid-answer still ends the client's stream with the error frame and `data: [DONE]`.
  */
 import { sseErrorFrame } from "../errors";
 import type { Usage } from "./openai";
@@ -58,6 +62,51 @@ export function chatTail(text: string): ChatTail {
   return { complete: true, closed: true, usage: value.usage ?? null };
 }
 
+/** Writes the relay's closing text (if any) and closes `writable`; false when the client is gone. */
+async function closeWith(writable: WritableStream<Uint8Array>, text: string): Promise<boolean> {
+  const writer = writable.getWriter();
+  try {
+    if (text !== "") await writer.write(new TextEncoder().encode(text));
+    await writer.close();
+    return true;
+  } catch {
+    writer.abort().catch(() => {});
+    return false;
+  }
+}
+
+/** The end of a relay whose source ended: its closing text from the stream's tail, and the outcome. */
+async function finishFromTail(writable: WritableStream<Uint8Array>, tail: ChatTail): Promise<[RelayOutcome, Usage | null]> {
+  // A body that ended without [DONE]: the relay's closing error frame, as for a source that ended early.
+  const ok = await closeWith(writable, tail.closed ? "" : sseErrorFrame(upstreamBrokenError()));
+  if (!ok) return ["cancelled", null];
+  return [tail.complete ? "complete" : "error", tail.usage];
+}
+
+/** A body that broke (the node's connection lost) or a write that failed (the client gone). */
+async function finishBroken(
+  writable: WritableStream<Uint8Array>,
+  broken: unknown,
+  signal?: AbortSignal,
+): Promise<[RelayOutcome, Usage | null]> {
+  if (signal?.aborted) {
+    writable.abort().catch(() => {});
+    return ["cancelled", null];
+  }
+  return [(await closeWith(writable, sseErrorFrame(upstreamBrokenError(broken)))) ? "error" : "cancelled", null];
+}
+
+/** Runs a relay and reports its end once (a logging hook's failure is not the client's problem). */
+function reportEnd(run: Promise<[RelayOutcome, Usage | null]>, onEnd: NativeRelayOptions["onEnd"]): void {
+  run
+    .catch((): [RelayOutcome, Usage | null] => ["error", null])
+    .then(([outcome, usage]) => {
+      try {
+        onEnd?.(outcome, usage);
+      } catch {}
+    });
+}
+
 /** `head`, then `body` piped natively, into an SSE byte stream for the client (see the module header). */
 export function relayNative(
   head: Uint8Array,
@@ -67,22 +116,15 @@ export function relayNative(
   const { readable, writable } = options.into ?? identityStream();
   const [toClient, toTail] = body.tee();
   const { signal } = options;
-  const encoder = new TextEncoder();
-
-  const closing = async (text: string): Promise<boolean> => {
-    const writer = writable.getWriter();
-    try {
-      if (text !== "") await writer.write(encoder.encode(text));
-      await writer.close();
-      return true;
-    } catch {
-      writer.abort().catch(() => {});
-      return false;
-    }
-  };
 
   // The client gone: stop buffering the second branch at once (the pipe ends when the node's body does).
-  signal?.addEventListener("abort", () => toTail.cancel(signal.reason).catch(() => {}), { once: true });
+  signal?.addEventListener(
+    "abort",
+    () => {
+      toTail.cancel(signal.reason).catch(() => {});
+    },
+    { once: true },
+  );
 
   async function run(): Promise<[RelayOutcome, Usage | null]> {
     const writer = writable.getWriter();
@@ -105,11 +147,7 @@ export function relayNative(
     if (broken !== undefined) {
       // Either side: the node's body broke (node died), or the client went away (the write failed).
       toTail.cancel(broken).catch(() => {});
-      if (signal?.aborted) {
-        writable.abort().catch(() => {});
-        return ["cancelled", null];
-      }
-      return [(await closing(sseErrorFrame(upstreamBrokenError(broken)))) ? "error" : "cancelled", null];
+      return finishBroken(writable, broken, signal);
     }
     let tail: ChatTail;
     try {
@@ -118,20 +156,68 @@ export function relayNative(
     } catch {
       tail = { complete: false, closed: false, usage: null };
     }
-    // A body that ended without [DONE]: the relay's closing error frame, as for a source that ended early.
-    const ok = await closing(tail.closed ? "" : sseErrorFrame(upstreamBrokenError()));
-    if (!ok) return ["cancelled", null];
-    return [tail.complete ? "complete" : "error", tail.usage];
+    return finishFromTail(writable, tail);
   }
 
-  run()
-    .catch((): [RelayOutcome, Usage | null] => ["error", null])
-    .then(([outcome, usage]) => {
-      try {
-        options.onEnd?.(outcome, usage);
-      } catch {
-        // A logging hook's failure is not the client's problem.
+  reportEnd(run(), options.onEnd);
+  return readable;
+}
+
+/** How much of the stream's end `relayBytes` keeps for its last message (a usage chunk is a few hundred bytes). */
+const TAIL_BYTES = 8 * 1024;
+
+/** `head`, then `body` copied by a JavaScript loop, into an SSE byte stream for the client (see the module header). */
+export function relayBytes(
+  head: Uint8Array,
+  body: ReadableStream<Uint8Array>,
+  options: NativeRelayOptions = {},
+): ReadableStream<Uint8Array> {
+  const { readable, writable } = options.into ?? identityStream();
+  const { signal } = options;
+  const reader = body.getReader();
+  // The client gone: the node's body is cancelled at once, not at the next chunk (the node stops generating).
+  const onAbort = () => {
+    reader.cancel(signal?.reason).catch(() => {});
+  };
+  signal?.addEventListener("abort", onAbort, { once: true });
+
+  async function run(): Promise<[RelayOutcome, Usage | null]> {
+    const writer = writable.getWriter();
+    /** The last chunks, at least TAIL_BYTES of them when there are that many. */
+    const tail: Uint8Array[] = [head];
+    let tailBytes = head.byteLength;
+    let broken: unknown;
+    try {
+      await writer.write(head);
+      for (;;) {
+        let r: ReadableStreamReadResult<Uint8Array>;
+        try {
+          r = await reader.read();
+        } catch (err) {
+          broken = err ?? new Error("the node's body failed");
+          break;
+        }
+        if (r.done) break;
+        tail.push(r.value);
+        tailBytes += r.value.byteLength;
+        while (tail.length > 1 && tailBytes - tail[0].byteLength >= TAIL_BYTES) tailBytes -= (tail.shift() as Uint8Array).byteLength;
+        await writer.write(r.value);
       }
-    });
+    } catch {
+      // A write failed: the client went away.
+      reader.cancel().catch(() => {});
+      writer.abort().catch(() => {});
+      return ["cancelled", null];
+    } finally {
+      signal?.removeEventListener("abort", onAbort);
+      writer.releaseLock();
+    }
+    // The client gone (its signal cancelled the node's body, which then reads as done): nothing more to write.
+    if (broken !== undefined || signal?.aborted) return finishBroken(writable, broken, signal);
+    const decoder = new TextDecoder();
+    return finishFromTail(writable, chatTail(tail.map((c) => decoder.decode(c, { stream: true })).join("") + decoder.decode()));
+  }
+
+  reportEnd(run(), options.onEnd);
   return readable;
 }
