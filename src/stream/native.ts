@@ -188,7 +188,9 @@ export function relayBytes(
     let tailBytes = head.byteLength;
     let broken: unknown;
     try {
-      await writer.write(head);
+      // One write in flight while the next chunk is awaited: the write's completion (the client side taking
+      // the chunk) overlaps the wait for the node, instead of costing a turn of its own per chunk.
+      let writing = writer.write(head);
       for (;;) {
         let r: ReadableStreamReadResult<Uint8Array>;
         try {
@@ -196,12 +198,15 @@ export function relayBytes(
         } catch (err) {
           broken = err ?? new Error("the node's body failed");
           break;
+        } finally {
+          // A failed write (the client gone) fails here, into the outer catch; so does one still in flight.
+          await writing;
         }
         if (r.done) break;
         tail.push(r.value);
         tailBytes += r.value.byteLength;
         while (tail.length > 1 && tailBytes - tail[0].byteLength >= TAIL_BYTES) tailBytes -= (tail.shift() as Uint8Array).byteLength;
-        await writer.write(r.value);
+        writing = writer.write(r.value);
       }
     } catch {
       // A write failed: the client went away.
