@@ -118,6 +118,12 @@ interface Entry {
   promise: Promise<Shared>;
   interest: number;
   controller: AbortController;
+  /**
+   * Every participant left and the work is being cancelled. A plain flag, not `controller.signal.aborted`:
+   * the controller is an I/O object of the request that started the work, and workerd refuses another
+   * request's touching it ("Cannot perform I/O on behalf of a different request").
+   */
+  abandoned: boolean;
 }
 
 const inflight = new Map<string, Entry>();
@@ -147,11 +153,11 @@ export async function joinOrStart(
 ): Promise<Joined> {
   let entry = inflight.get(key);
   // Work whose every participant left is being cancelled: start afresh rather than share its failure.
-  if (entry?.controller.signal.aborted) entry = undefined;
+  if (entry?.abandoned) entry = undefined;
   const leader = !entry;
   if (!entry) {
     const controller = new AbortController();
-    const created: Entry = { promise: start(controller.signal), interest: 0, controller };
+    const created: Entry = { promise: start(controller.signal), interest: 0, controller, abandoned: false };
     entry = created;
     inflight.set(key, created);
     const drop = () => {
@@ -170,7 +176,15 @@ export async function joinOrStart(
     left = true;
     clientSignal.removeEventListener("abort", leave);
     joined.interest--;
-    if (joined.interest === 0) joined.controller.abort(new Error("every client of this request went away"));
+    if (joined.interest > 0) return;
+    joined.abandoned = true;
+    if (inflight.get(key) === joined) inflight.delete(key);
+    try {
+      joined.controller.abort(new Error("every client of this request went away"));
+    } catch {
+      // The last to leave is not the request that started the work, and workerd will not let it cancel that
+      // request's I/O: the work runs to its end (its answer is still stored), and no one waits on it.
+    }
   };
   if (clientSignal.aborted) leave();
   else clientSignal.addEventListener("abort", leave, { once: true });

@@ -364,6 +364,44 @@ function longStory(stack: Stack, signal?: AbortSignal): Promise<Response> {
   });
 }
 
+describe("shared answers (the result cache on): a client that leaves, and the same request right after", () => {
+  let stack: Stack;
+
+  beforeAll(async () => {
+    stack = await startStack([{ id: "sharing", simulate: "tokens_per_s=5,prefill_ms=5" }], { vars: { RESULT_CACHE_TTL_S: "60" } });
+  }, 180_000);
+  afterAll(async () => stack?.stop(), 30_000);
+
+  it("a client that leaves a shared (cacheable) answer early, and the same request right after: a fresh answer, not an error", async () => {
+    // Deterministic (no temperature): the answer is cacheable, so identical requests in flight share one generation.
+    // The second arrives while the first one's abandoned generation is being cancelled: it must start afresh, and
+    // not touch the first request's I/O objects, which workerd refuses ("Cannot perform I/O on behalf of a different request").
+    for (let i = 0; i < 3; i++) {
+      const body = JSON.stringify({ stream: true, max_tokens: 8, messages: [{ role: "user", content: `leave early ${i} ${Date.now()}` }] });
+      const post = (signal?: AbortSignal) =>
+        fetch(`${stack.edge}/v1/chat/completions`, {
+          method: "POST",
+          headers: { authorization: `Bearer ${stack.key}`, "content-type": "application/json" },
+          body,
+          signal,
+        });
+      const client = new AbortController();
+      const first = await post(client.signal);
+      expect(first.headers.get("x-cache-detail")).toMatch(/result=miss/);
+      const reader = first.body!.getReader();
+      await reader.read(); // the answer has started
+      client.abort();
+      await reader.cancel().catch(() => {});
+      await new Promise((r) => setTimeout(r, 10 * i)); // the edge sees the client leave, then the same request again
+      const again = await post();
+      expect(again.status).toBe(200);
+      const events = await sse(again);
+      expect(events.at(-1)?.data).toBe("[DONE]");
+      expect(events.some((e) => e.data.includes('"error"'))).toBe(false);
+    }
+  });
+});
+
 describe("the default (JS) relay: a node process that dies mid-stream", () => {
   let stack: Stack;
 
