@@ -204,6 +204,8 @@ export async function readCapped(
   onTooLarge: (maxBytes: number) => ApiError = tooLarge,
 ): Promise<Uint8Array> {
   const reader = body.getReader();
+  // A body that fails is reported through read(); its `closed` promise must not also surface as unhandled.
+  reader.closed.catch(() => {});
   const chunks: Uint8Array[] = [];
   let total = 0;
   try {

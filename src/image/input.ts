@@ -50,5 +50,11 @@ export async function readBodyCapped(request: Request, maxBytes: number): Promis
   const tooLarge = () => new ApiError("image_too_large", `The request body exceeds ${maxBytes} bytes.`, { param: "image" });
   if (Number(request.headers.get("content-length") ?? Number.NaN) > maxBytes) throw tooLarge();
   if (!request.body) return new Uint8Array(0);
-  return readCapped(request.body, maxBytes, undefined, tooLarge);
+  try {
+    return await readCapped(request.body, maxBytes, undefined, tooLarge);
+  } catch (err) {
+    if (err instanceof ApiError) throw err;
+    // The client's connection failed mid-upload (workerd: "Network connection lost."): its request, not our fault.
+    throw new ApiError("invalid_request", "The request body could not be read: the connection was lost before it ended.");
+  }
 }
