@@ -952,6 +952,24 @@ function renderOnly(): void {
   log("wrote docs/benchmarks.md (figures from docs/benchmarks.json)");
 }
 
+/** The breakdown's Worker (bench/lib/gateway-variants.ts) against a paced and an unpaced node. */
+function startVariants(scriptPath: string, pacedUrl: string, unpacedUrl: string) {
+  return startWorkerd({
+    modules: true,
+    scriptPath,
+    compatibilityDate: COMPAT_DATE,
+    compatibilityFlags: ["enable_request_signal"],
+    bindings: {
+      NODE_URL: pacedUrl,
+      NODE_URL_UNPACED: unpacedUrl,
+      NODE_SECRET,
+      MESSAGES: JSON.stringify(MESSAGES),
+      MAX_TOKENS: String(MAX_TOKENS),
+      TEMPERATURE: String(TEMPERATURE),
+    },
+  });
+}
+
 /** The edge Worker's bindings: wrangler.toml's, the bench key, the node as the one static pool node, no result cache. */
 function edgeBindingsFor(base: Record<string, unknown> | undefined, nodeUrl: string, relay: "native" | "js") {
   return {
@@ -1034,20 +1052,7 @@ async function main(): Promise<void> {
         const unpaced = await startNode(0);
         const stops: Array<() => Promise<unknown>> = [async () => unpaced.child.kill("SIGTERM")];
         try {
-          const variants = await startWorkerd({
-            modules: true,
-            scriptPath: variantsPath,
-            compatibilityDate: COMPAT_DATE,
-            compatibilityFlags: ["enable_request_signal"],
-            bindings: {
-              NODE_URL: node.url,
-              NODE_URL_UNPACED: unpaced.url,
-              NODE_SECRET,
-              MESSAGES: JSON.stringify(MESSAGES),
-              MAX_TOKENS: String(MAX_TOKENS),
-              TEMPERATURE: String(TEMPERATURE),
-            },
-          });
+          const variants = await startVariants(variantsPath, node.url, unpaced.url);
           stops.push(() => variants.mf.dispose());
           const edge0 = await startWorkerd({
             ...(workerOptions as object),
@@ -1210,20 +1215,7 @@ async function ladder(): Promise<void> {
     };
     const edge = await edgeWith("native");
     const edgeJs = await edgeWith("js");
-    const variants = await startWorkerd({
-      modules: true,
-      scriptPath: variantsPath,
-      compatibilityDate: COMPAT_DATE,
-      compatibilityFlags: ["enable_request_signal"],
-      bindings: {
-        NODE_URL: node.url,
-        NODE_URL_UNPACED: node.url,
-        NODE_SECRET,
-        MESSAGES: JSON.stringify(MESSAGES),
-        MAX_TOKENS: String(MAX_TOKENS),
-        TEMPERATURE: String(TEMPERATURE),
-      },
-    });
+    const variants = await startVariants(variantsPath, node.url, node.url);
     stops.push(() => variants.mf.dispose());
     const base: Pids = { node: node.child.pid, workerd: undefined, nodeUrl: node.url, intervalMs: DEFAULT_STREAM_INTERVAL_MS };
     const paths: Record<string, [Target, Pids]> = {
