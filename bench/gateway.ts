@@ -952,6 +952,18 @@ function renderOnly(): void {
   log("wrote docs/benchmarks.md (figures from docs/benchmarks.json)");
 }
 
+/** When and where a run happened: the date, its duration, the machine, Node, the load average at its start. */
+function machineMeta(started: number, load: number): Record<string, string> {
+  return {
+    date: new Date().toISOString().slice(0, 10),
+    duration_s: ((performance.now() - started) / 1000).toFixed(0),
+    cpu: cpus()[0]?.model ?? "unknown",
+    cores: String(cpus().length),
+    node: process.version,
+    loadavg: load.toFixed(2),
+  };
+}
+
 /** The breakdown's Worker (bench/lib/gateway-variants.ts) against a paced and an unpaced node. */
 function startVariants(scriptPath: string, pacedUrl: string, unpacedUrl: string) {
   return startWorkerd({
@@ -1125,14 +1137,9 @@ async function main(): Promise<void> {
   const version = (name: string) =>
     (JSON.parse(readFileSync(`${root}node_modules/${name}/package.json`, "utf8")) as { version: string }).version;
   const meta: Record<string, string> = {
-    date: new Date().toISOString().slice(0, 10),
-    duration_s: ((performance.now() - started) / 1000).toFixed(0),
-    cpu: cpus()[0]?.model ?? "unknown",
-    cores: String(cpus().length),
-    node: process.version,
+    ...machineMeta(started, load),
     workerd: version("workerd"),
     miniflare: version("miniflare"),
-    loadavg: load.toFixed(2),
     rounds: String(ROUNDS),
     simulate: SIMULATE,
     source: sourceState(),
@@ -1260,12 +1267,7 @@ async function ladder(): Promise<void> {
     return { name, what, summary: summarize(mine), p995: quantile(ttfts, 0.995) };
   });
   const meta: Record<string, string> = {
-    date: new Date().toISOString().slice(0, 10),
-    duration_s: ((performance.now() - started) / 1000).toFixed(0),
-    cpu: cpus()[0]?.model ?? "unknown",
-    cores: String(cpus().length),
-    node: process.version,
-    loadavg: load.toFixed(2),
+    ...machineMeta(started, load),
     rounds: String(rounds),
     per_stream: String(perStream),
     source: sourceState(),
